@@ -1,0 +1,36 @@
+"""``create_app``: wiring only. Each long-lived resource owns its lifecycle in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .broker import open_broker
+from .settings import Settings
+from .web import events, ops
+from .web.keys import BROKER, SETTINGS, STARTED_AT
+from .web.middleware import problem_middleware, request_id_middleware, stamp_request_id
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, problem_middleware],
+        client_max_size=settings.max_body,
+    )
+    app[SETTINGS] = settings
+    app[STARTED_AT] = time.monotonic()
+    app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(events.heartbeat_ctx)
+    app.on_response_prepare.append(stamp_request_id)
+    app.on_shutdown.append(events.close_streams)
+    events.add_routes(app)
+    ops.add_routes(app)
+    return app
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_broker(app[SETTINGS]) as broker:
+        app[BROKER] = broker
+        yield

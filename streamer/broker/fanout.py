@@ -1,0 +1,139 @@
+"""Local fan-out: hand each event's bytes to every matching subscriber.
+
+The hot path of the whole server. Three decisions keep it cheap:
+
+* **Encode once.** An event is encoded to SSE bytes once, at publish.
+* **Group subscribers by what they receive.** Subscribers with the same
+  topic filter and the same transfer framing get byte-identical data, so the
+  bytes for a group are built once and written to each member as they are.
+* **Coalesce per loop iteration.** Events published during one event-loop
+  iteration are delivered together at the next one, as one write per
+  subscriber. Under load this turns N events x M subscribers syscalls into
+  M syscalls, and it costs nothing when traffic is light (the flush runs on
+  the very next iteration).
+
+Sinks are called synchronously: there is no queue and no coroutine per
+subscriber. A sink must never block; it writes to its transport or drops
+itself (see ``streamer.web.events``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .model import Event
+
+Framing = Callable[[bytes], bytes]
+GroupKey = tuple[frozenset[str] | None, Framing]
+
+
+class Sink(Protocol):
+    """A subscriber as the fan-out sees it."""
+
+    topics: frozenset[str] | None  # None: every topic
+    framing: Framing  # applied once per group to the joined event bytes
+
+    def send(self, data: bytes) -> None:
+        """Take framed bytes; must not block or raise."""
+        ...
+
+
+@dataclass(slots=True)
+class FanoutStats:
+    """Counters exported on /metrics."""
+
+    published: int = 0
+    delivered: int = 0  # events x subscribers
+    bytes_sent: int = 0
+    dropped_slow: int = 0  # subscribers cut because they could not keep up
+
+
+class Fanout:
+    """Registry of local subscribers and the coalescing delivery loop."""
+
+    def __init__(self) -> None:
+        self._groups: dict[GroupKey, dict[Sink, None]] = {}
+        self._by_topic: dict[str, set[GroupKey]] = {}
+        self._wildcard: set[GroupKey] = set()
+        self._pending: list[Event] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._count = 0
+        self.stats = FanoutStats()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def sinks(self) -> Iterator[Sink]:
+        """Every registered sink (a snapshot, safe to modify the registry while iterating)."""
+        for group in list(self._groups.values()):
+            yield from list(group)
+
+    def add(self, sink: Sink) -> None:
+        key: GroupKey = (sink.topics, sink.framing)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+            if sink.topics is None:
+                self._wildcard.add(key)
+            else:
+                for topic in sink.topics:
+                    self._by_topic.setdefault(topic, set()).add(key)
+        if sink not in group:
+            group[sink] = None
+            self._count += 1
+
+    def remove(self, sink: Sink) -> None:
+        key: GroupKey = (sink.topics, sink.framing)
+        group = self._groups.get(key)
+        if group is None or sink not in group:
+            return
+        del group[sink]
+        self._count -= 1
+        if group:
+            return
+        del self._groups[key]
+        if sink.topics is None:
+            self._wildcard.discard(key)
+            return
+        for topic in sink.topics:
+            keys = self._by_topic[topic]
+            keys.discard(key)
+            if not keys:
+                del self._by_topic[topic]
+
+    def publish(self, event: Event) -> None:
+        """Queue ``event`` for delivery at the next loop iteration."""
+        self._pending.append(event)
+        self.stats.published += 1
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Deliver every queued event now (also called before a subscriber's snapshot)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        frames_by_group: dict[GroupKey, list[bytes]] = {}
+        wildcard = self._wildcard
+        by_topic = self._by_topic
+        for event in events:
+            for key in by_topic.get(event.topic, ()):
+                frames_by_group.setdefault(key, []).append(event.frame)
+            for key in wildcard:
+                frames_by_group.setdefault(key, []).append(event.frame)
+        stats = self.stats
+        for key, frames in frames_by_group.items():
+            group = self._groups[key]
+            data = key[1](frames[0] if len(frames) == 1 else b"".join(frames))
+            members = tuple(group)  # a sink may remove itself while we write
+            for sink in members:
+                sink.send(data)
+            stats.delivered += len(members) * len(frames)
+            stats.bytes_sent += len(members) * len(data)

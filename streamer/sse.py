@@ -1,0 +1,91 @@
+"""Pure Server-Sent Events encoding and parsing.
+
+Everything here is a function from values to ``bytes`` (or back), with no I/O,
+so the exact bytes on the wire can be tested directly. The framing follows the
+WHATWG HTML "server-sent events" section:
+
+* a field line is ``name: value\\n``; a line starting with ``:`` is a comment;
+* an event ends with a blank line;
+* CR, LF and CRLF all end a line, so a payload line break of any kind must be
+  split into several ``data:`` lines (the client joins them with ``\\n``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# CRLF first so it counts as one break, not two.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """Split ``text`` the way an SSE client would: on CRLF, lone CR and lone LF."""
+    return _LINE_BREAK.split(text)
+
+
+def encode_event(event_id: str, event: str, data: str) -> bytes:
+    """Encode one event: ``id:``, ``event:`` and one ``data:`` line per payload line.
+
+    An empty payload still gets one empty ``data:`` line, so the browser
+    dispatches the event (it drops events whose data buffer stays empty).
+    """
+    parts = [f"id: {event_id}\nevent: {event}\n"]
+    parts.extend(f"data: {line}\n" for line in split_lines(data))
+    parts.append("\n")
+    return "".join(parts).encode()
+
+
+def encode_comment(text: str) -> bytes:
+    """Encode a comment line block (ignored by clients, keeps proxies and NATs awake)."""
+    return "".join(f": {line}\n" for line in split_lines(text)).encode() + b"\n"
+
+
+def encode_preamble(retry_ms: int) -> bytes:
+    """What every stream starts with: the reconnect delay and a ``connected`` comment."""
+    return f"retry: {retry_ms}\n: connected\n\n".encode()
+
+
+PING = encode_comment("ping")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    """One dispatched event as an EventSource would see it."""
+
+    id: str | None
+    event: str
+    data: str
+
+
+def parse_stream(text: str) -> Iterator[ParsedEvent]:
+    """Parse SSE text into events with the browser's rules (used by tests and benchmarks).
+
+    Comments and ``retry:`` lines are skipped; an event whose data buffer is
+    empty is not dispatched, exactly as in EventSource. A trailing event
+    without its blank line is incomplete and not yielded.
+    """
+    event_id: str | None = None
+    event = ""
+    data: list[str] = []
+    has_data = False
+    lines = split_lines(text)
+    # The last element is whatever followed the final line break: incomplete.
+    for line in lines[:-1]:
+        if line == "":
+            if has_data:
+                yield ParsedEvent(event_id, event or "message", "\n".join(data))
+            event, data, has_data = "", [], False
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+            has_data = True
+        elif name == "event":
+            event = value
+        elif name == "id" and "\0" not in value:
+            event_id = value

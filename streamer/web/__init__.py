@@ -1,0 +1,1 @@
+"""HTTP handlers, middleware and the typed keys that connect them to the app."""

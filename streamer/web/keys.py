@@ -1,0 +1,13 @@
+"""Typed keys for what the app and each request carry."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..broker import Broker
+from ..settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,59 @@
+"""Operational endpoints: ``GET /healthz`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from .. import __version__
+from .keys import BROKER, STARTED_AT
+
+
+async def healthz(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime": round(time.monotonic() - request.app[STARTED_AT], 3),
+            "subscribers": len(broker.fanout),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition format, version 0.0.4."""
+    fanout = request.app[BROKER].fanout
+    stats = fanout.stats
+    samples = [
+        ("streamer_subscribers", "gauge", "Open SSE streams.", len(fanout)),
+        ("streamer_events_published_total", "counter", "Events published.", stats.published),
+        (
+            "streamer_events_delivered_total",
+            "counter",
+            "Event deliveries (events x subscribers).",
+            stats.delivered,
+        ),
+        (
+            "streamer_subscribers_dropped_total",
+            "counter",
+            "Subscribers cut because their unsent data passed the bound.",
+            stats.dropped_slow,
+        ),
+        ("streamer_bytes_sent_total", "counter", "Live event bytes written.", stats.bytes_sent),
+    ]
+    lines = []
+    for name, kind, help_text, value in samples:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
