@@ -34,14 +34,20 @@ MEDIA = ROOT / "media"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require(available: bool, what: str) -> None:
+    """Skip when ``what`` is missing on a laptop; under ``CI=true`` fail instead."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: .ci/run must provide it)")
+    pytest.skip(what)
+
+
 def require_tool(name: str) -> str:
-    """Path of an external tool: skip without it on a laptop, fail without it in CI."""
+    """Path of an external tool, with :func:`require`'s skip-or-fail rule."""
     path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: .ci/run must install it)")
-        pytest.skip(message)
+    require(path is not None, f"{name} is not installed")
+    assert path is not None
     return path
 
 

@@ -1,0 +1,158 @@
+"""Every bad input to publish and subscribe gets its 4xx problem+json, and loses nothing."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import pytest
+
+from .conftest import require
+
+
+async def assert_problem(response: aiohttp.ClientResponse, status: int, kind: str) -> dict:
+    assert response.status == status, await response.text()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = await response.json(content_type=None)
+    assert body["status"] == status
+    assert body["type"].endswith("/" + kind)
+    assert body["title"]
+    assert body["detail"]
+    assert response.headers["X-Request-ID"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/events/bad%20topic", "invalid-topic"),
+        ("/events/" + "x" * 65, "invalid-topic"),
+        ("/events/caf%C3%A9", "invalid-topic"),
+        ("/events/ok?event=bad%0Aname", "invalid-event"),
+        ("/events/ok?event=", "invalid-event"),
+        ("/events/ok?event=reset", "invalid-event"),
+    ],
+)
+async def test_bad_names_are_400(
+    server: str, http: aiohttp.ClientSession, path: str, kind: str
+) -> None:
+    async with http.post(server + path, data="x") as response:
+        await assert_problem(response, 400, kind)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "kind"),
+    [
+        (b"{not json", "application/json", "invalid-json"),
+        (b"", "application/json", "invalid-json"),
+        (b"\xff\xfe bad utf-8", "text/plain", "invalid-body"),
+        (b'{"a": "\xff"}', "application/json", "invalid-body"),
+    ],
+)
+async def test_bad_bodies_are_400(
+    server: str, http: aiohttp.ClientSession, body: bytes, content_type: str, kind: str
+) -> None:
+    headers = {"Content-Type": content_type}
+    async with http.post(server + "/events/t", data=body, headers=headers) as response:
+        await assert_problem(response, 400, kind)
+
+
+async def test_body_over_limit_is_413(start_server, http: aiohttp.ClientSession) -> None:
+    server = await start_server(max_body=1000)
+    async with http.post(server + "/events/t", data=b"x" * 1001) as response:
+        await assert_problem(response, 413, "body-too-large")
+
+    async def chunked_body():  # no Content-Length: the limit is enforced while reading
+        for _ in range(5):
+            yield b"y" * 300
+
+    async with http.post(server + "/events/t", data=chunked_body()) as response:
+        await assert_problem(response, 413, "body-too-large")
+    async with http.post(server + "/events/t", data=b"z" * 1000) as response:
+        assert response.status == 201
+
+
+async def test_bad_subscribe_requests_are_400(server: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(server + "/events", params={"topic": "no/slash"}) as response:
+        await assert_problem(response, 400, "invalid-topic")
+    many = [("topic", f"t{n}") for n in range(65)]
+    async with http.get(server + "/events", params=many) as response:
+        await assert_problem(response, 400, "too-many-topics")
+
+
+async def test_router_errors_are_problems(server: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(server + "/no/such/thing") as response:
+        await assert_problem(response, 404, "not-found")
+    async with http.put(server + "/events/t") as response:
+        body = await assert_problem(response, 405, "method-not-allowed")
+        assert response.headers["Allow"] == "POST"
+        assert body["status"] == 405
+    async with http.get(server + "/events/t") as response:
+        await assert_problem(response, 405, "method-not-allowed")
+
+
+async def test_token_is_required_when_configured(start_server, http: aiohttp.ClientSession) -> None:
+    server = await start_server(token="s3cret")
+    async with http.post(server + "/events/t", data="x") as response:
+        await assert_problem(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = {"Authorization": "Bearer nope"}
+    async with http.post(server + "/events/t", data="x", headers=wrong) as response:
+        await assert_problem(response, 401, "unauthorized")
+    basic = {"Authorization": "Basic s3cret"}
+    async with http.post(server + "/events/t", data="x", headers=basic) as response:
+        await assert_problem(response, 401, "unauthorized")
+    right = {"Authorization": "Bearer s3cret"}
+    async with http.post(server + "/events/t", data="x", headers=right) as response:
+        assert response.status == 201
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback (the route to a documentation net)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    require(not address.startswith("127."), "this machine has no non-loopback IPv4 address")
+    return address
+
+
+async def test_without_token_only_loopback_may_publish(
+    start_server, http: aiohttp.ClientSession
+) -> None:
+    address = non_loopback_address()
+    server = await start_server(host="0.0.0.0")
+    port = server.rsplit(":", 1)[1]
+    async with http.post(f"http://{address}:{port}/events/t", data="x") as response:
+        await assert_problem(response, 403, "forbidden")
+    async with http.post(f"http://127.0.0.1:{port}/events/t", data="x") as response:
+        assert response.status == 201
+    # Subscribing is open to everyone.
+    async with http.get(f"http://{address}:{port}/healthz") as response:
+        assert response.status == 200
+
+
+async def test_request_id_is_echoed_when_sane(server: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(server + "/healthz", headers={"X-Request-ID": "abc-123"}) as response:
+        assert response.headers["X-Request-ID"] == "abc-123"
+    insane = {"X-Request-ID": "has spaces and \u00e9".encode().decode("latin-1")}
+    async with http.get(server + "/healthz", headers=insane) as response:
+        generated = response.headers["X-Request-ID"]
+        assert len(generated) == 32
+        assert generated != insane["X-Request-ID"]
+    async with http.get(server + "/missing", headers={"X-Request-ID": "r-404"}) as response:
+        assert response.status == 404
+        assert response.headers["X-Request-ID"] == "r-404"
+
+
+async def test_healthz(server: str, http: aiohttp.ClientSession) -> None:
+    from streamer import __version__
+
+    async with http.get(server + "/healthz") as response:
+        body = await response.json()
+    assert body["status"] == "ok"
+    assert body["version"] == __version__
+    assert body["subscribers"] == 0
+    assert 0 <= body["uptime"] < 60
