@@ -8,22 +8,22 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .broker import open_broker
+from .errors import problem_hook
 from .settings import Settings
 from .web import events, ops
 from .web.keys import BROKER, SETTINGS, STARTED_AT
-from .web.middleware import problem_middleware, request_id_middleware, stamp_request_id
+from .web.middleware import stamp_request_id
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware],
-        client_max_size=settings.max_body,
-    )
+    # No middlewares on purpose: see streamer.errors.
+    app = web.Application(client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(events.heartbeat_ctx)
     app.on_response_prepare.append(stamp_request_id)
+    app.on_response_prepare.append(problem_hook)
     app.on_shutdown.append(events.close_streams)
     events.add_routes(app)
     ops.add_routes(app)

@@ -1,8 +1,11 @@
 """Problem details (RFC 9457) and the project's exceptions.
 
-Handlers raise :class:`Problem`; one middleware turns it (and aiohttp's own
-``HTTPException`` such as the router's 404/405) into an
-``application/problem+json`` response. Errors are translated once, there.
+Handlers raise :class:`Problem`, which aiohttp sends like any
+``HTTPException``. Errors that aiohttp makes itself (the router's 404 and
+405, 413 from ``client_max_size``, 500 for a crash) are rewritten to
+problem+json by :func:`problem_hook` just before their headers go out. There
+is deliberately no middleware: a middleware keeps a frame alive for the whole
+life of every SSE stream, and costs time on every small request.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://streamer.invalid/problems/"
@@ -25,12 +28,21 @@ class SettingsError(StreamerError):
     """A setting is missing or invalid; the message is one line for the user."""
 
 
-class Problem(StreamerError):
-    """An HTTP error with a problem+json body.
+def problem_body(status: int, detail: str, kind: str | None = None, **extra: Any) -> bytes:
+    """The JSON document: ``type`` ends in ``kind`` so clients can branch on it."""
+    title = HTTPStatus(status).phrase
+    document: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (kind or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return json.dumps(document).encode()
 
-    ``kind`` becomes the last part of the ``type`` URI, so clients can tell
-    errors apart without parsing ``detail``.
-    """
+
+class Problem(web.HTTPException, StreamerError):
+    """An HTTP error answered with a problem+json body. Raise it from a handler."""
 
     def __init__(
         self,
@@ -41,56 +53,27 @@ class Problem(StreamerError):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(detail)
-        self.status = status
+        self.status_code = status  # read by HTTPException.__init__
+        super().__init__(headers=headers)
+        self.body = problem_body(status, detail, kind, **extra)
+        self.headers[hdrs.CONTENT_TYPE] = PROBLEM_CONTENT_TYPE  # JSON is UTF-8: no charset
         self.kind = kind
         self.detail = detail
-        self.headers = headers or {}
-        self.extra = extra
 
 
-def problem_response(
-    status: int,
-    detail: str,
-    *,
-    kind: str | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> web.Response:
-    """Build an ``application/problem+json`` response."""
-    title = HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + (kind or title.lower().replace(" ", "-")),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if extra:
-        body.update(extra)
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
-    )
-
-
-def from_problem(problem: Problem) -> web.Response:
-    return problem_response(
-        problem.status,
-        problem.detail,
-        kind=problem.kind,
-        headers=problem.headers,
-        extra=problem.extra,
-    )
-
-
-def from_http_exception(exc: web.HTTPException) -> web.Response:
-    """Turn aiohttp's HTTPException (router 404/405, 413 from client_max_size...)."""
-    headers = {
-        name: value
-        for name, value in exc.headers.items()
-        if name.lower() in ("allow", "location", "retry-after", "www-authenticate")
-    }
-    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-    return problem_response(exc.status, detail, headers=headers)
+async def problem_hook(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: turn any other error response into problem+json."""
+    if (
+        response.status < 400
+        or not isinstance(response, web.Response)
+        or response.content_type == PROBLEM_CONTENT_TYPE
+    ):
+        return
+    detail = response.reason
+    if response.text and not response.text.startswith(str(response.status)):
+        detail = response.text.strip()
+    body = problem_body(response.status, detail)
+    response.body = body
+    response.headers[hdrs.CONTENT_TYPE] = PROBLEM_CONTENT_TYPE
+    if hdrs.CONTENT_LENGTH in response.headers:  # already computed from the old body
+        response.headers[hdrs.CONTENT_LENGTH] = str(len(body))

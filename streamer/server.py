@@ -28,10 +28,13 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o "%{User-Agent}i"'
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[str]:
-    """Serve ``settings`` until the block exits; yields the base URL (real port if 0)."""
+async def running(settings: Settings, app: web.Application | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` (default: ``create_app(settings)``) until the block exits.
+
+    Yields the base URL, with the real port when ``settings.port`` is 0.
+    """
     runner = web.AppRunner(
-        create_app(settings),
+        app if app is not None else create_app(settings),
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
         access_log_format=ACCESS_LOG_FORMAT,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import aiohttp
+import pytest
 
 from streamer.sse import ParsedEvent, parse_stream
 
@@ -234,3 +236,21 @@ async def test_many_subscribers_all_get_every_event(
         ids = [await publish(http, server, "m", str(n)) for n in range(10)]
         for stream in streams:
             assert [e.id for e in await stream.wait_events(10)] == ids
+
+
+async def test_every_stream_gets_an_access_log_line(
+    server: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    headers = {"X-Request-ID": "stream-log-1"}
+    async with http.get(f"{server}/events", headers=headers) as response:
+        await response.content.readuntil(b": connected\n\n")
+    # The client went away: the stream ends and is logged like any request.
+
+    def logged() -> bool:
+        return any("stream-log-1" in r.getMessage() for r in caplog.records)
+
+    await wait_for(logged, timeout=2)
+    lines = [r.getMessage() for r in caplog.records if "stream-log-1" in r.getMessage()]
+    assert len(lines) == 1
+    assert '"GET /events HTTP/1.1" 200' in lines[0]

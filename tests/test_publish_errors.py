@@ -6,8 +6,12 @@ import socket
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from .conftest import require
+from streamer.app import create_app
+from streamer.server import running
+
+from .conftest import make_settings, require
 
 
 async def assert_problem(response: aiohttp.ClientResponse, status: int, kind: str) -> dict:
@@ -156,3 +160,31 @@ async def test_healthz(server: str, http: aiohttp.ClientSession) -> None:
     assert body["version"] == __version__
     assert body["subscribers"] == 0
     assert 0 <= body["uptime"] < 60
+
+
+async def test_a_crash_is_a_500_problem_and_the_server_lives_on(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings()
+    app = create_app(settings)
+
+    async def crash(request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    app.router.add_get("/crash", crash)
+    async with running(settings, app) as server:
+        async with http.get(server + "/crash") as response:
+            body = await assert_problem(response, 500, "internal-server-error")
+            assert "boom" not in body["detail"]  # no internals leak to clients
+        async with http.get(server + "/healthz") as response:
+            assert response.status == 200
+    assert any("boom" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+async def test_head_of_a_missing_path_is_a_bodyless_404(
+    server: str, http: aiohttp.ClientSession
+) -> None:
+    async with http.head(server + "/nothing/here") as response:
+        assert response.status == 404
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert await response.read() == b""

@@ -59,6 +59,7 @@ class Fanout:
         self._groups: dict[GroupKey, dict[Sink, None]] = {}
         self._by_topic: dict[str, set[GroupKey]] = {}
         self._wildcard: set[GroupKey] = set()
+        self._topic_sets: dict[frozenset[str], frozenset[str]] = {}
         self._pending: list[Event] = []
         self._flush_handle: asyncio.Handle | None = None
         self._count = 0
@@ -72,6 +73,12 @@ class Fanout:
         for group in list(self._groups.values()):
             yield from list(group)
 
+    def shared_topics(self, topics: frozenset[str] | None) -> frozenset[str] | None:
+        """An equal topic set already in use, if any: thousands of equal filters share one."""
+        if topics is None:
+            return None
+        return self._topic_sets.get(topics, topics)
+
     def add(self, sink: Sink) -> None:
         key: GroupKey = (sink.topics, sink.framing)
         group = self._groups.get(key)
@@ -80,6 +87,7 @@ class Fanout:
             if sink.topics is None:
                 self._wildcard.add(key)
             else:
+                self._topic_sets.setdefault(sink.topics, sink.topics)
                 for topic in sink.topics:
                     self._by_topic.setdefault(topic, set()).add(key)
         if sink not in group:
@@ -104,6 +112,8 @@ class Fanout:
             keys.discard(key)
             if not keys:
                 del self._by_topic[topic]
+        if not any(other[0] == sink.topics for other in self._groups):
+            del self._topic_sets[sink.topics]
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` for delivery at the next loop iteration."""

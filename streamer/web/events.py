@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from aiohttp import HttpVersion11, web
 
 from .. import sse
-from ..broker import Fanout, FanoutStats, Framing
+from ..broker import Fanout, FanoutStats, Framing, Resume
 from ..errors import Problem
 from .keys import BROKER, SETTINGS
 
@@ -189,11 +189,24 @@ def reset_frame(head_id: str, reason: str, last_event_id: str) -> bytes:
     return sse.encode_event(head_id, "reset", data)
 
 
+async def _write_opening(
+    response: web.StreamResponse, retry_ms: int, resume: Resume, last_event_id: str | None
+) -> None:
+    """Preamble, then the reset event or the replay, through aiohttp (with flow control)."""
+    opening = sse.encode_preamble(retry_ms)
+    if resume.reset is not None:
+        assert last_event_id is not None
+        opening += reset_frame(resume.head_id, resume.reset, last_event_id)
+    await response.write(opening)
+    for batch in replay_batches(resume.replay):
+        await response.write(batch)
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """``GET /events``: an SSE stream over the requested topics (all when none)."""
     broker = request.app[BROKER]
     settings = request.app[SETTINGS]
-    topics = parse_topics(request)
+    topics = broker.fanout.shared_topics(parse_topics(request))
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
 
     response = web.StreamResponse(headers=SSE_HEADERS)
@@ -210,18 +223,21 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     )
     resume = await broker.subscribe(stream, last_event_id)
     try:
-        opening = sse.encode_preamble(settings.retry)
-        if resume.reset is not None:
-            assert last_event_id is not None
-            opening += reset_frame(resume.head_id, resume.reset, last_event_id)
-        await response.write(opening)
-        for batch in replay_batches(resume.replay):
-            await response.write(batch)
+        await _write_opening(response, settings.retry, resume, last_event_id)
+        del resume  # an idle stream keeps this frame alive: hold nothing big in it
         stream.go_live()
         if await stream.closed == "shutdown":
             await response.write_eof()
     except ConnectionError:
         pass  # the client left while we wrote the replay
+    except asyncio.CancelledError:
+        # With handler_cancellation, a client that goes away cancels us. That
+        # is the normal end of a stream, not an abort: return, so aiohttp
+        # finishes the request and writes its access-log line.
+        task = asyncio.current_task()
+        if not transport.is_closing() or task is None:
+            raise
+        task.uncancel()
     finally:
         broker.unsubscribe(stream)
     return response
