@@ -15,14 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## serve media/ on http://127.0.0.1:8080
 	$(BIN)/streamer serve
 
-test: $(STAMP)  ## lint, then the whole test suite
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint  ## lint, then the whole test suite
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

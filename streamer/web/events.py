@@ -33,11 +33,11 @@ RESERVED_EVENTS = frozenset({"reset"})  # sent by the server itself
 MAX_TOPICS_PER_STREAM = 64
 REPLAY_WRITE_SIZE = 64 * 1024
 
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-store",
-    "X-Accel-Buffering": "no",
-}
+SSE_HEADERS = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("X-Accel-Buffering", "no"),  # tells nginx not to buffer the stream
+)
 
 
 def chunked(data: bytes) -> bytes:
