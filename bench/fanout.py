@@ -47,29 +47,26 @@ def pinned(command: list[str], cpu: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def server(name: str) -> Iterator[tuple[str, int]]:
+def server(name: str, log: Path) -> Iterator[tuple[str, int]]:
+    """Start one server; its output goes to ``log`` (a pipe would cost it CPU and latency)."""
     env = {**os.environ, "STREAMER_LOG_LEVEL": "info"}  # the "listening on" line is INFO
-    process = subprocess.Popen(
-        pinned(SERVERS[name], 0),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            pinned(SERVERS[name], 0), stdout=output, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+        )
     try:
-        assert process.stdout is not None
         url = None
         deadline = time.monotonic() + 15
-        while url is None and time.monotonic() < deadline:
-            match = re.search(r"listening on (http://\S+)", process.stdout.readline())
-            url = match[1] if match else None
+        while url is None and time.monotonic() < deadline and process.poll() is None:
+            match = re.search(r"listening on (http://\S+)", log.read_text())
+            if match is None:
+                time.sleep(0.05)
+                continue
+            url = match[1]
         if url is None:
-            raise RuntimeError(f"{name} did not start")
-        # Nothing reads the server's output from here on: send it nowhere.
-        subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
-        yield url, process.pid
-    finally:  # taskset execs the server, so process.pid is the server's own pid
+            raise RuntimeError(f"{name} did not start: see {log}")
+        yield url, process.pid  # taskset execs the server: the pid is the server's own
+    finally:
         process.terminate()
         try:
             process.wait(10)
@@ -137,22 +134,26 @@ def main() -> None:
         type=float,
         nargs="+",
         default=None,
-        help="events/s per subscriber count (default: 200 for 1k, 50 for 10k)",
+        help="events/s per subscriber count (default: 1M deliveries/s offered)",
     )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
     args = parser.parse_args()
-    rates = args.rate or [200.0 if n <= 1000 else 50.0 for n in args.subscribers]
+    rates = args.rate or [1_000_000 / n for n in args.subscribers]
     results = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = HERE / "results" / f"fanout-{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
     for subscribers, rate in zip(args.subscribers, rates, strict=False):
         for name in args.servers:
-            with server(name) as (url, pid):
+            with server(name, out.with_name(f"fanout-{stamp}-{name}-{subscribers}.log")) as (
+                url,
+                pid,
+            ):
                 result = run_client(url, pid, subscribers, rate, args.duration)
             result["server"] = name
             results.append(result)
             print(json.dumps(result), flush=True)
-    out = HERE / "results" / time.strftime("fanout-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print()
     print(table(results))
