@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..broker import Broker
+from ..digests import DigestCache
 from ..settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
+DIGESTS = web.AppKey("digests", DigestCache)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
 REQUEST_ID = web.RequestKey("request_id", str)

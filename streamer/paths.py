@@ -1,0 +1,67 @@
+"""Safe resolution of user-supplied paths inside a root folder. Pure apart from ``lstat``.
+
+Everything that is not a plain, visible path inside the root resolves to
+``None``, and callers answer every ``None`` with the same 404, so a response
+reveals nothing about what exists outside the root or why a path was refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+MAX_PATH: Final = 1024  # characters of the whole relative path
+MAX_NAME: Final = 255  # bytes of one component, as on most file systems
+_DRIVE: Final = re.compile(r"[A-Za-z]:")
+
+
+def clean_parts(user_path: str) -> list[str] | None:
+    """The components of a relative path, or ``None`` when it is not acceptable.
+
+    Refused: absolute paths, Windows drive letters, backslashes, NUL and other
+    control characters, empty components (``a//b``), components starting with
+    a dot (``.``, ``..``, dotfiles), overlong paths and names. ``""`` is the
+    root itself (``[]``).
+    """
+    if user_path == "":
+        return []
+    if len(user_path) > MAX_PATH or user_path.startswith("/") or "\\" in user_path:
+        return None
+    if not user_path.isprintable():  # NUL, newlines, other controls
+        return None
+    parts = user_path.split("/")
+    if _DRIVE.match(parts[0]):
+        return None
+    for part in parts:
+        if not part or part.startswith("."):
+            return None
+        try:
+            encoded = os.fsencode(part)
+        except UnicodeError:  # a lone surrogate that no file name can hold
+            return None
+        if len(encoded) > MAX_NAME:
+            return None
+    return parts
+
+
+def resolve_inside(root: str, user_path: str) -> str | None:
+    """The real path of ``user_path`` under ``root`` (itself a real path), or ``None``.
+
+    Symlinks are followed, but their target must stay inside the root and must
+    not be hidden (a link to a dotfile is refused like the dotfile).
+    """
+    parts = clean_parts(user_path)
+    if parts is None:
+        return None
+    candidate = os.path.join(root, *parts)
+    real = os.path.realpath(candidate)
+    if real == candidate:  # the common case: no symlink on the way
+        return real
+    if real == root:
+        return real
+    if not real.startswith(root + os.sep):
+        return None
+    if any(part.startswith(".") for part in real[len(root) + 1 :].split(os.sep)):
+        return None
+    return real

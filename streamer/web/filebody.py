@@ -1,0 +1,101 @@
+"""Writing a file (or parts of it) as a response body.
+
+A body is a list of pieces: literal ``bytes`` (multipart headers) and
+:class:`ByteRange` s of an open file. Small bodies are read with ``os.pread``
+right on the event loop (a page-cache read of a few KiB costs less than the
+thread hop that ``aiofiles`` would add) and sent in the same write as the
+headers. Larger ones go out with ``loop.sendfile`` (the kernel's
+``sendfile(2)``, which on a non-blocking socket never holds the loop for
+more than one socket buffer's worth).
+
+A file that shrinks while it is being sent cannot deliver the promised
+``Content-Length``: the connection is closed at once, so the client sees a
+short body and can retry, instead of waiting for bytes that never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from aiohttp import web
+
+from ..ranges import ByteRange
+
+SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and sent in one write
+Piece = bytes | ByteRange
+
+log = logging.getLogger("streamer.files")
+
+
+class FileShrank(Exception):
+    """The file got shorter than its ``fstat`` said before anything was sent."""
+
+
+def body_length(pieces: Sequence[Piece]) -> int:
+    return sum(len(piece) if isinstance(piece, bytes) else piece.length for piece in pieces)
+
+
+def read_range(fd: int, span: ByteRange) -> bytes:
+    """Exactly ``span`` of the file, or :class:`FileShrank`."""
+    data = os.pread(fd, span.length, span.start)
+    while len(data) < span.length:  # pread may return less than asked near EOF or on signals
+        more = os.pread(fd, span.length - len(data), span.start + len(data))
+        if not more:
+            raise FileShrank
+        data += more
+    return data
+
+
+def read_small(fd: int, pieces: Sequence[Piece]) -> bytes:
+    return b"".join(
+        piece if isinstance(piece, bytes) else read_range(fd, piece) for piece in pieces
+    )
+
+
+async def send_pieces(
+    request: web.Request,
+    status: int,
+    headers: Mapping[str, str],
+    fd: int,
+    pieces: Sequence[Piece],
+) -> web.StreamResponse:
+    """Send ``pieces`` with ``status`` and ``headers``; the caller closes ``fd`` afterwards."""
+    length = body_length(pieces)
+    if length <= SMALL_BODY:
+        body = read_small(fd, pieces) if request.method != "HEAD" else None
+        return web.Response(
+            status=status, headers={**headers, "Content-Length": str(length)}, body=body
+        )
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    with io.FileIO(fd, "rb", closefd=False) as file:
+        try:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    await response.write(piece)
+                elif piece.length <= SMALL_BODY:
+                    await response.write(read_range(fd, piece))
+                elif transport is not None:
+                    sent = await loop.sendfile(transport, file, piece.start, piece.length)
+                    if sent < piece.length:
+                        raise FileShrank
+        except FileShrank:
+            log.warning("file shrank during a download; closing the connection: %s", request.path)
+            response.force_close()
+            if transport is not None:
+                transport.close()
+            return response
+        except ConnectionError:  # the client went away
+            return response
+    await response.write_eof()
+    return response

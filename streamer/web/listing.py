@@ -1,0 +1,91 @@
+"""``GET /api/files?dir=sub/dir``: what is in a folder of the media root, as JSON.
+
+Entries are sorted by name; dotfiles, symlinks leading outside the root,
+things that are neither files nor folders, and precompressed sidecars
+(``x.gz`` next to ``x``) are left out, exactly the set ``/files/`` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ..paths import resolve_inside
+from .files import SIDECARS, content_type, not_found
+from .keys import SETTINGS
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")
+
+
+def _entry(root: str, rel: str, name: str) -> dict[str, Any] | None:
+    path = resolve_inside(root, rel)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken symlink, or gone meanwhile
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return {
+            "name": name,
+            "type": "dir",
+            "size": None,
+            "mtime": _iso(st.st_mtime),
+            "link": "/api/files?dir=" + quote(rel),
+        }
+    if stat.S_ISREG(st.st_mode):
+        return {
+            "name": name,
+            "type": "file",
+            "size": st.st_size,
+            "mtime": _iso(st.st_mtime),
+            "content_type": content_type(name),
+            "link": "/files/" + quote(rel),
+        }
+    return None
+
+
+def list_folder(root: str, rel: str) -> list[dict[str, Any]] | None:
+    """The entries of ``rel`` (``""`` is the root), or ``None`` if it is not a visible folder."""
+    folder = resolve_inside(root, rel)
+    if folder is None or not os.path.isdir(folder):
+        return None
+    try:
+        names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
+    except OSError:
+        return None
+    present = set(names)
+    entries = []
+    for name in names:
+        if any(name.endswith(suffix) and name[: -len(suffix)] in present for _, suffix in SIDECARS):
+            continue
+        entry = _entry(root, f"{rel}/{name}" if rel else name, name)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+async def list_files(request: web.Request) -> web.Response:
+    rel = request.query.get("dir", "").rstrip("/")
+    entries = await asyncio.to_thread(list_folder, str(request.app[SETTINGS].media), rel)
+    if entries is None:
+        raise not_found()
+    parent = None
+    if rel:
+        parent = "/api/files?dir=" + quote(rel.rpartition("/")[0])
+    return web.json_response(
+        {"dir": rel, "parent": parent, "entries": entries},
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/files", list_files)
