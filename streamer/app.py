@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .broker import open_broker
-from .errors import problem_hook
 from .settings import Settings
 from .web import events, files, listing, ops
 from .web.keys import BROKER, SETTINGS, STARTED_AT
-from .web.middleware import stamp_request_id
+from .web.middleware import finish_headers
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -22,9 +21,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(events.heartbeat_ctx)
-    app.cleanup_ctx.append(files.digests_ctx)
-    app.on_response_prepare.append(stamp_request_id)
-    app.on_response_prepare.append(problem_hook)
+    app.cleanup_ctx.append(files.files_ctx)
+    app.on_response_prepare.append(finish_headers)
     app.on_shutdown.append(events.close_streams)
     events.add_routes(app)
     files.add_routes(app)

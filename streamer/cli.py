@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .errors import SettingsError
+from .logconfig import configure_logging
 from .settings import env_name, flag_name, load_settings, setting_help
 
 
@@ -45,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"streamer: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     from .server import serve  # after settings: a bad flag fails before heavy imports
 
     try:

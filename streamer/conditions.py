@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +32,12 @@ def strong_etag(stat: os.stat_result) -> str:
 
 def http_date(seconds: float) -> str:
     """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    return formatdate(int(seconds), usegmt=True)
+    return _http_date(int(seconds))
+
+
+@functools.lru_cache(maxsize=4096)  # Last-Modified of the files served most
+def _http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
 
 
 def parse_http_date(text: str | None) -> int | None:

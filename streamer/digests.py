@@ -49,6 +49,11 @@ class DigestCache:
             self._digests.move_to_end(key)
         return digest
 
+    def store(self, key: Identity, digest: bytes) -> None:
+        self._digests[key] = digest
+        while len(self._digests) > self._max_entries:
+            self._digests.popitem(last=False)
+
     async def digest(self, path: str, key: Identity) -> bytes:
         """The digest of ``path`` as it is at ``key``; raises :class:`FileChanged` or OSError."""
         digest = self.cached(key)
@@ -76,9 +81,7 @@ class DigestCache:
 
     async def _compute(self, path: str, key: Identity) -> bytes:
         digest = await asyncio.to_thread(self._hash_file, path, key)
-        self._digests[key] = digest
-        while len(self._digests) > self._max_entries:
-            self._digests.popitem(last=False)
+        self.store(key, digest)
         return digest
 
     def _hash_file(self, path: str, key: Identity) -> bytes:

@@ -3,7 +3,7 @@
 Handlers raise :class:`Problem`, which aiohttp sends like any
 ``HTTPException``. Errors that aiohttp makes itself (the router's 404 and
 405, 413 from ``client_max_size``, 500 for a crash) are rewritten to
-problem+json by :func:`problem_hook` just before their headers go out. There
+problem+json by :func:`as_problem` just before their headers go out. There
 is deliberately no middleware: a middleware keeps a frame alive for the whole
 life of every SSE stream, and costs time on every small request.
 """
@@ -61,8 +61,11 @@ class Problem(web.HTTPException, StreamerError):
         self.detail = detail
 
 
-async def problem_hook(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: turn any other error response into problem+json."""
+def as_problem(response: web.StreamResponse) -> None:
+    """Turn an error response made elsewhere (router, aiohttp) into problem+json, in place.
+
+    Called just before the headers go out (``on_response_prepare``).
+    """
     if (
         response.status < 400
         or not isinstance(response, web.Response)

@@ -18,13 +18,57 @@ import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from .app import create_app
+from .logconfig import direct_handler
 from .settings import Settings
 
 log = logging.getLogger("streamer")
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o "%{User-Agent}i"'
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: ``addr "GET /path HTTP/1.1" status bytes seconds rid=... "agent"``.
+
+    ``bytes`` is the declared Content-Length (what aiohttp counts misses bodies sent with
+    ``sendfile``), or what was written for streams.
+
+    Written directly rather than with aiohttp's format-string logger, which
+    parses its format into a list of callables per line and cost about a
+    third of the throughput of small-file requests; and handed straight to
+    the batching handler when that is the only place it goes (see
+    :func:`streamer.logconfig.direct_handler`).
+    """
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._direct = direct_handler(logger)  # skip the LogRecord when nothing else listens
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        version = request.version
+        length = response.content_length
+        message = '%s "%s %s HTTP/%d.%d" %d %d %.6fs rid=%s "%s"' % (  # noqa: UP031
+            request.remote,
+            request.method,
+            request.raw_path,
+            version.major,
+            version.minor,
+            response.status,
+            response.body_length if length is None else length,
+            time,
+            response.headers.get("X-Request-ID", "-"),
+            request.headers.get("User-Agent", "-"),
+        )
+        if self._direct is not None:
+            self._direct.emit_info(self.logger.name, message)
+        else:
+            self.logger.info("%s", message)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +81,7 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
         app if app is not None else create_app(settings),
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
-        access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=AccessLogger,
     )
     await runner.setup()
     try:

@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
+from streamer.web import smallfiles
+
 from .test_streams_wire import host_port
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every offset recognisable
@@ -353,7 +355,6 @@ async def test_sidecar_symlink_outside_the_root_is_not_followed(
         f"{files}/files/notes.txt", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
     ) as r:
         assert "Content-Encoding" not in r.headers
-        assert "Vary" not in r.headers
         assert await r.read() == b"plain notes\n"
     async with http.get(f"{files}/files/notes.txt.gz") as r:
         assert r.status == 404
@@ -470,3 +471,33 @@ async def test_listing_outside_the_root_is_404(
     async with http.get(f"{files}/api/files", params={"dir": folder}) as r:
         assert r.status == 404
         assert await r.json() == NOT_FOUND
+
+
+# --- the small-file cache -------------------------------------------------------------------
+
+
+async def test_cached_small_file_follows_changes(
+    files: str, media: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smallfiles, "SETTLED_NS", 0)  # cache even files changed just now
+    url = f"{files}/files/sub/notes.md"
+    path = media / "sub" / "notes.md"
+    for _ in range(2):  # the second answer comes from the cache
+        status, headers, body = await get(http, url)
+        assert (status, body) == (200, b"# notes\n")
+    first_etag = headers["ETag"]
+    assert (await get(http, url, Range="bytes=2-6"))[2] == b"notes"
+
+    path.write_bytes(b"# NOTES\n")  # same size
+    os.utime(path, ns=(10**18, 10**18))
+    status, headers, body = await get(http, url)
+    assert (status, body) == (200, b"# NOTES\n")
+    assert headers["ETag"] != first_etag
+    assert headers["Repr-Digest"] == "sha-256=:{}:".format(
+        base64.b64encode(hashlib.sha256(b"# NOTES\n").digest()).decode()
+    )
+
+    path.unlink()
+    path.symlink_to(media.parent / "outside.txt")  # now escapes the root
+    status, _, body = await get(http, url)
+    assert status == 404

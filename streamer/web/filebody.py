@@ -51,9 +51,15 @@ def read_range(fd: int, span: ByteRange) -> bytes:
     return data
 
 
-def read_small(fd: int, pieces: Sequence[Piece]) -> bytes:
+def read_small(source: int | bytes, pieces: Sequence[Piece]) -> bytes:
+    """The body: ``source`` is an open file, or the whole file's bytes."""
+    if isinstance(source, bytes):
+        return b"".join(
+            piece if isinstance(piece, bytes) else source[piece.start : piece.stop]
+            for piece in pieces
+        )
     return b"".join(
-        piece if isinstance(piece, bytes) else read_range(fd, piece) for piece in pieces
+        piece if isinstance(piece, bytes) else read_range(source, piece) for piece in pieces
     )
 
 
@@ -61,13 +67,14 @@ async def send_pieces(
     request: web.Request,
     status: int,
     headers: Mapping[str, str],
-    fd: int,
+    source: int | bytes,
     pieces: Sequence[Piece],
 ) -> web.StreamResponse:
-    """Send ``pieces`` with ``status`` and ``headers``; the caller closes ``fd`` afterwards."""
+    """Send ``pieces`` of ``source`` (an open file, or the whole file's bytes) with ``status``
+    and ``headers``. The caller closes the file afterwards."""
     length = body_length(pieces)
-    if length <= SMALL_BODY:
-        body = read_small(fd, pieces) if request.method != "HEAD" else None
+    if length <= SMALL_BODY or isinstance(source, bytes):
+        body = read_small(source, pieces) if request.method != "HEAD" else None
         return web.Response(
             status=status, headers={**headers, "Content-Length": str(length)}, body=body
         )
@@ -78,6 +85,7 @@ async def send_pieces(
         return response
     transport = request.transport
     loop = asyncio.get_running_loop()
+    fd = source
     with io.FileIO(fd, "rb", closefd=False) as file:
         try:
             for piece in pieces:

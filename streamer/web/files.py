@@ -9,12 +9,14 @@ Everything that is not a visible regular file inside the root is the same
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import mimetypes
 import os
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -24,18 +26,20 @@ from aiohttp import web
 from ..conditions import Outcome, evaluate_preconditions, http_date, if_range_allows, strong_etag
 from ..digests import DigestCache, FileChanged, identity, repr_digest
 from ..errors import Problem
-from ..paths import resolve_inside
+from ..paths import open_inside
 from ..ranges import UNSATISFIABLE, ByteRange, parse_range
-from .filebody import FileShrank, Piece, send_pieces
-from .keys import DIGESTS, SETTINGS
+from .filebody import FileShrank, Piece, read_range, send_pieces
+from .keys import DIGESTS, SETTINGS, SIDECAR_INDEX, SMALL_FILES
+from .sidecars import SIDECARS, SidecarIndex, preferred_codings
+from .smallfiles import CachedFile, SmallFileCache
 
 # Digests of files up to this size are computed before the first response
 # (a few ms); bigger files get theirs in the background and the header once it is known.
 DIGEST_INLINE_MAX: Final = 16 * 1024 * 1024
-SIDECARS: Final = (("br", ".br"), ("gzip", ".gz"))  # preferred first when equally acceptable
+SUFFIXES: Final = dict(SIDECARS)
 # Percent-encodings that would smuggle a separator or NUL past the router's decoding.
 _SMUGGLED: Final = ("%2f", "%5c", "%00")
-_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def not_found() -> Problem:
@@ -48,49 +52,32 @@ class Representation:
     """One open file as it will be sent: the original or a precompressed sidecar."""
 
     path: str
-    fd: int
     stat: os.stat_result
+    fd: int | None = None  # open file, unless the whole body is already in memory
+    body: bytes | None = None
     encoding: str | None = None
 
     @property
     def etag(self) -> str:
         return strong_etag(self.stat)
 
-
-def open_regular(path: str) -> tuple[int, os.stat_result] | None:
-    """``(fd, stat)`` of a regular file, else ``None`` (never blocks on a FIFO)."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError:
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return None
-    return fd, st
-
-
-def accepted_codings(header: str) -> dict[str, float]:
-    """``Accept-Encoding`` as ``{coding: q}`` (lower-case; ``*`` kept as is)."""
-    codings: dict[str, float] = {}
-    for item in header.split(","):
-        name, _, params = item.partition(";")
-        name = name.strip().lower()
-        if not name:
-            continue
-        q = 1.0
-        key, _, value = params.strip().partition("=")
-        if key.strip().lower() == "q":
-            try:
-                q = float(value)
-            except ValueError:
-                q = 0.0
-        codings[name] = q
-    return codings
+    @property
+    def source(self) -> int | bytes:
+        """What :func:`send_pieces` reads the body from."""
+        if self.body is not None:
+            return self.body
+        assert self.fd is not None
+        return self.fd
 
 
 def content_type(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    """The media type for a file name (UTF-8 assumed for text)."""
+    return _content_type_for(os.path.splitext(name)[1].lower())
+
+
+@functools.lru_cache(maxsize=1024)
+def _content_type_for(extension: str) -> str:
+    guessed, _ = mimetypes.guess_type("x" + extension, strict=False)
     if guessed is None:
         return "application/octet-stream"
     return guessed + "; charset=utf-8" if guessed.startswith("text/") else guessed
@@ -103,49 +90,60 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
+class Folder(Exception):
+    """The path names a folder, not a file."""
+
+
 class MediaFile:
-    """The original file and its sidecars for one request; closes what it opened."""
+    """The files opened for one request (original, sidecar); closes them all."""
 
     def __init__(self, root: str, user_path: str) -> None:
         self.root = root
         self.user_path = user_path
         self._fds: list[int] = []
 
-    def open(self, path: str) -> Representation | None:
-        opened = open_regular(path)
+    def open(
+        self, user_path: str, cache: SmallFileCache, encoding: str | None = None
+    ) -> Representation | None:
+        """A regular file inside the root, else ``None``; a folder raises :class:`Folder`.
+
+        Small settled files come from ``cache`` (and go into it when read).
+        """
+        cached = cache.get(user_path)
+        if cached is not None:
+            return Representation(cached.path, cached.stat, body=cached.body, encoding=encoding)
+        opened = open_inside(self.root, user_path, _OPEN_FLAGS)
         if opened is None:
             return None
-        self._fds.append(opened[0])
-        return Representation(path, *opened)
+        fd, path = opened
+        self._fds.append(fd)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if not cache.worth_keeping(st):
+                return Representation(path, st, fd, encoding=encoding)
+            body = read_range(fd, ByteRange(0, st.st_size))
+            candidate = os.path.join(self.root, user_path)
+            cache.put(user_path, CachedFile(candidate, path, st, body))
+            return Representation(path, st, fd, body, encoding)
+        if stat.S_ISDIR(st.st_mode) and encoding is None:
+            raise Folder
+        return None  # FIFOs, sockets, devices
 
-    def sidecars(self, original: Representation) -> Iterator[tuple[str, Representation]]:
-        """Sidecars inside the root that are regular files and not older than the original."""
-        for coding, suffix in SIDECARS:
-            path = resolve_inside(self.root, self.user_path + suffix)
-            if path is None:
-                continue
-            sidecar = self.open(path)
+    def sidecar(
+        self, original: Representation, codings: list[str], cache: SmallFileCache
+    ) -> Representation | None:
+        """The first sidecar of ``codings`` that is a regular file inside the root and not
+        older than the original (a stale one would serve old content)."""
+        for coding in codings:
+            sidecar = self.open(self.user_path + SUFFIXES[coding], cache, coding)
             if sidecar is not None and sidecar.stat.st_mtime_ns >= original.stat.st_mtime_ns:
-                yield coding, Representation(sidecar.path, sidecar.fd, sidecar.stat, coding)
+                return sidecar
+        return None
 
     def close(self) -> None:
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
-
-
-def choose_sidecar(
-    sidecars: list[tuple[str, Representation]], accept_encoding: str | None
-) -> Representation | None:
-    if not sidecars or not accept_encoding:
-        return None
-    accepted = accepted_codings(accept_encoding)
-    best: tuple[float, Representation] | None = None
-    for coding, sidecar in sidecars:
-        q = accepted.get(coding, accepted.get("*", 0.0))
-        if q > 0 and (best is None or q > best[0]):
-            best = (q, sidecar)
-    return best[1] if best else None
 
 
 def base_headers(rep: Representation, name: str, *, vary: bool) -> dict[str, str]:
@@ -181,16 +179,15 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     raw = request.raw_path.lower()
     if any(token in raw for token in _SMUGGLED):
         raise not_found()
-    path = resolve_inside(root, user_path)
-    if path is None:
-        raise not_found()
     download, want_hash = check_query(request)
     for _attempt in range(2):
         media = MediaFile(root, user_path)
         try:
-            return await _respond(request, media, path, download, want_hash)
+            return await _respond(request, media, download, want_hash)
         except FileShrank:
             continue  # changed between fstat and read, before anything was sent: look again
+        except Folder:
+            raise web.HTTPFound("/api/files?dir=" + quote(user_path, safe="/")) from None
         finally:
             media.close()
     raise Problem(503, "file-changing", "The file keeps changing; retry.", headers=_RETRY)
@@ -199,27 +196,22 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
 _RETRY: Final = {"Retry-After": "1"}
 
 
-def _folder_redirect(path: str, user_path: str) -> web.HTTPFound | None:
-    """A folder is answered with a redirect to its listing."""
-    if not os.path.isdir(path):
-        return None
-    return web.HTTPFound("/api/files?dir=" + quote(user_path.rstrip("/"), safe="/"))
-
-
 async def _respond(
-    request: web.Request, media: MediaFile, path: str, download: bool, want_hash: bool
+    request: web.Request, media: MediaFile, download: bool, want_hash: bool
 ) -> web.StreamResponse:
-    original = media.open(path)
+    cache = request.app[SMALL_FILES]
+    original = media.open(media.user_path, cache)
     if original is None:
-        raise _folder_redirect(path, media.user_path) or not_found()
+        raise not_found()
     if want_hash:
         return await _hex_digest(request, original)
-    name = os.path.basename(path)
-    sidecars = list(media.sidecars(original))
+    name = os.path.basename(original.path)
+    codings = request.app[SIDECAR_INDEX].codings(original.path)
     rep = original
-    if "Range" not in request.headers:
-        rep = choose_sidecar(sidecars, request.headers.get("Accept-Encoding")) or original
-    headers = base_headers(rep, name, vary=bool(sidecars))
+    if codings and "Range" not in request.headers:  # never a sidecar for a range
+        accepted = preferred_codings(request.headers.get("Accept-Encoding"), codings)
+        rep = media.sidecar(original, accepted, cache) or original
+    headers = base_headers(rep, name, vary=bool(codings))
     if download:
         headers["Content-Disposition"] = content_disposition(name)
     mtime = int(rep.stat.st_mtime)
@@ -247,16 +239,16 @@ async def _respond(
         digest = await _known_digest(request, rep)
         if digest is not None:
             headers["Repr-Digest"] = digest
-        return await send_pieces(request, 200, headers, rep.fd, [ByteRange(0, size)])
+        return await send_pieces(request, 200, headers, rep.source, [ByteRange(0, size)])
     assert isinstance(ranges, list)
     if len(ranges) == 1:
         headers["Content-Range"] = ranges[0].content_range(size)
-        return await send_pieces(request, 206, headers, rep.fd, ranges)
+        return await send_pieces(request, 206, headers, rep.source, ranges)
     boundary = secrets.token_hex(12)
     part_type = headers["Content-Type"]
     headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
     return await send_pieces(
-        request, 206, headers, rep.fd, multipart(ranges, size, part_type, boundary)
+        request, 206, headers, rep.source, multipart(ranges, size, part_type, boundary)
     )
 
 
@@ -287,6 +279,10 @@ async def _known_digest(request: web.Request, rep: Representation) -> str | None
     cached = digests.cached(key)
     if cached is not None:
         return repr_digest(cached)
+    if rep.body is not None:  # small: cheaper to hash right here than in a thread
+        digest = hashlib.sha256(rep.body).digest()
+        digests.store(key, digest)
+        return repr_digest(digest)
     if rep.stat.st_size > DIGEST_INLINE_MAX:
         digests.compute_later(rep.path, key)
         return None
@@ -309,10 +305,13 @@ async def _hex_digest(request: web.Request, rep: Representation) -> web.Response
     )
 
 
-async def digests_ctx(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: the digest cache, and its background hashing stopped at shutdown."""
+async def files_ctx(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: the digest cache (its background hashing stopped at shutdown), the
+    sidecar index and the small-file cache."""
     digests = DigestCache()
     app[DIGESTS] = digests
+    app[SIDECAR_INDEX] = SidecarIndex()
+    app[SMALL_FILES] = SmallFileCache()
     yield
     await digests.close()
 

@@ -7,9 +7,13 @@ from aiohttp import web
 from ..broker import Broker
 from ..digests import DigestCache
 from ..settings import Settings
+from .sidecars import SidecarIndex
+from .smallfiles import SmallFileCache
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 DIGESTS = web.AppKey("digests", DigestCache)
+SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
+SMALL_FILES = web.AppKey("small_files", SmallFileCache)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -17,8 +17,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..paths import resolve_inside
-from .files import SIDECARS, content_type, not_found
+from .files import content_type, not_found
 from .keys import SETTINGS
+from .sidecars import SIDECARS
 
 
 def _iso(seconds: float) -> str:

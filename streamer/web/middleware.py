@@ -1,4 +1,4 @@
-"""Request ids on every response."""
+"""What every response gets just before its headers go out: a request id, problem bodies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import secrets
 
 from aiohttp import web
 
+from ..errors import as_problem
 from .keys import REQUEST_ID
 
 log = logging.getLogger("streamer.web")
@@ -30,6 +31,9 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
-async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: every response, streamed or not, carries the id."""
+async def finish_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook, the one place every response passes: each carries the
+    request id, and errors not made as problems become problem+json."""
     response.headers["X-Request-ID"] = request_id(request)
+    if response.status >= 400:
+        as_problem(response)
