@@ -189,6 +189,7 @@ def main() -> None:
     servers = [s for s in args.servers if s != "nginx" or shutil.which("nginx")]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp:
+        os.chmod(tmp, 0o755)  # nginx's workers run as an unprivileged user
         media = Path(tmp) / "media"
         media.mkdir()
         make_media(media)
@@ -215,21 +216,24 @@ def main() -> None:
     print(f"\nraw results: {out.relative_to(ROOT)}")
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
+def ratio(results: dict[str, dict[str, Any]], name: str, kind: str) -> str:
+    """`` (xN.N)`` of ``name`` over add_static for ``kind``, or nothing."""
     base = results.get("add_static")
+    if not base or name == "add_static":
+        return ""
+    return f" (x{results[name][kind]['rps'] / base[kind]['rps']:.1f})"
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
     print("\n| server | 4 KiB file req/s | p99 ms | 4 KiB range req/s | p99 ms | 1 GiB MB/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-
-        def ratio(kind: str, r: dict[str, Any] = r) -> str:
-            if not base or name == "add_static":
-                return ""
-            return f" (x{r[kind]['rps'] / base[kind]['rps']:.1f})"
-
+        small, span = r["small"], r["range"]
         large = f"{r['large']['mb_s']:,.0f}" if "large" in r else "-"
         print(
-            f"| {name} | {r['small']['rps']:,.0f}{ratio('small')} | {r['small'].get('p99_ms', 0):.2f}"
-            f" | {r['range']['rps']:,.0f}{ratio('range')} | {r['range'].get('p99_ms', 0):.2f}"
+            f"| {name} | {small['rps']:,.0f}{ratio(results, name, 'small')}"
+            f" | {small.get('p99_ms', 0):.2f}"
+            f" | {span['rps']:,.0f}{ratio(results, name, 'range')} | {span.get('p99_ms', 0):.2f}"
             f" | {large} |"
         )
         for kind in ("small", "range"):

@@ -501,3 +501,24 @@ async def test_cached_small_file_follows_changes(
     path.symlink_to(media.parent / "outside.txt")  # now escapes the root
     status, _, body = await get(http, url)
     assert status == 404
+
+
+async def test_metrics_count_cached_files_and_open_fds(
+    files: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smallfiles, "SETTLED_NS", 0)
+
+    async def metrics() -> dict[str, float]:
+        async with http.get(f"{files}/metrics") as r:
+            text = await r.text()
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+
+    assert (await metrics())["streamer_small_files_cached"] == 0
+    await get(http, f"{files}/files/data.bin")
+    after = await metrics()
+    assert after["streamer_small_files_cached"] == 1
+    assert after["streamer_open_files"] > 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from aiohttp import web
 
 from .. import __version__
-from .keys import BROKER, STARTED_AT
+from .keys import BROKER, SMALL_FILES, STARTED_AT
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -20,6 +21,14 @@ async def healthz(request: web.Request) -> web.Response:
             "subscribers": len(broker.fanout),
         }
     )
+
+
+def open_fds() -> int:
+    """Open file descriptors of this process (-1 where /proc is not available)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -42,6 +51,13 @@ async def metrics(request: web.Request) -> web.Response:
             stats.dropped_slow,
         ),
         ("streamer_bytes_sent_total", "counter", "Live event bytes written.", stats.bytes_sent),
+        ("streamer_open_files", "gauge", "File descriptors open in this process.", open_fds()),
+        (
+            "streamer_small_files_cached",
+            "gauge",
+            "Small files served from memory.",
+            len(request.app[SMALL_FILES]),
+        ),
     ]
     lines = []
     for name, kind, help_text, value in samples:
