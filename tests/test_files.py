@@ -522,3 +522,43 @@ async def test_metrics_count_cached_files_and_open_fds(
     after = await metrics()
     assert after["streamer_small_files_cached"] == 1
     assert after["streamer_open_files"] > 0
+
+
+# --- small responses written directly: keep-alive exactly as aiohttp does it ---------------
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[str, CIMultiDict[str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = CIMultiDict(line.split(": ", 1) for line in lines)
+    body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), 5)
+    return status, headers, body
+
+
+async def test_keep_alive_and_pipelining(files: str) -> None:
+    reader, writer = await asyncio.open_connection(*host_port(files))
+    # HTTP/1.1: two pipelined requests, then one asking to close
+    writer.write(
+        b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n"
+        b"HEAD /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    status, headers, body = await read_response(reader)
+    assert (status, body) == ("HTTP/1.1 206 Partial Content", DATA[:4])
+    assert "Connection" not in headers
+    assert set(headers) >= {"X-Request-ID", "Date", "Server", "ETag", "Content-Range"}
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: 1028\r\n" in head
+    writer.write(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    status, headers, body = await read_response(reader)
+    assert (status, headers["Connection"], body) == ("HTTP/1.1 200 OK", "close", DATA)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the server closed
+    writer.close()
+
+    # HTTP/1.0 asking for keep-alive gets it, and a second answer on the same connection
+    reader, writer = await asyncio.open_connection(*host_port(files))
+    for _ in range(2):
+        writer.write(b"GET /files/data.bin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert (status, headers["Connection"], body) == ("HTTP/1.0 200 OK", "keep-alive", DATA)
+    writer.close()

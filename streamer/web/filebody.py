@@ -25,12 +25,13 @@ from typing import Final
 from aiohttp import web
 
 from ..ranges import ByteRange
+from .direct import DirectResponse
 
 SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and sent in one write
 # Most bytes one sendfile(2) may move. asyncio asks for the whole rest of the range in one
 # call, and on loopback, with a client draining as fast as it can, a single non-blocking
 # call moved 76 MiB and held the event loop for up to half a second.
-SENDFILE_SLICE: Final = 1024 * 1024
+SENDFILE_SLICE: Final = 4 * 1024 * 1024
 Piece = bytes | ByteRange
 
 log = logging.getLogger("streamer.files")
@@ -95,10 +96,7 @@ async def send_pieces(
     and ``headers``. The caller closes the file afterwards."""
     length = body_length(pieces)
     if length <= SMALL_BODY or isinstance(source, bytes):
-        body = read_small(source, pieces) if request.method != "HEAD" else None
-        return web.Response(
-            status=status, headers={**headers, "Content-Length": str(length)}, body=body
-        )
+        return DirectResponse(status, dict(headers), read_small(source, pieces))
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(request)
