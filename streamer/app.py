@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .broker import open_broker
 from .settings import Settings
-from .web import events, files, listing, ops
+from .web import events, files, listing, logs, ops
 from .web.keys import BROKER, SETTINGS, STARTED_AT
 from .web.middleware import finish_headers
 
@@ -22,11 +22,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(events.heartbeat_ctx)
     app.cleanup_ctx.append(files.files_ctx)
+    app.cleanup_ctx.append(logs.logs_ctx)
     app.on_response_prepare.append(finish_headers)
     app.on_shutdown.append(events.close_streams)
     events.add_routes(app)
     files.add_routes(app)
     listing.add_routes(app)
+    logs.add_routes(app)
     ops.add_routes(app)
     return app
 

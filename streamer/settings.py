@@ -27,6 +27,9 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8080, metadata={"help": "TCP port (0 picks a free one)"})
     media: Path = field(default=Path("media"), metadata={"help": "folder served under /files/"})
+    logs: Path | None = field(
+        default=None, metadata={"help": "folder of log files to tail (and the server's own log)"}
+    )
     broker: str = field(default="memory", metadata={"help": "event broker: memory"})
     workers: int = field(default=1, metadata={"help": "worker processes (1 with memory)"})
     token: str | None = field(default=None, metadata={"help": "bearer token required to publish"})
@@ -37,6 +40,7 @@ class Settings:
     )
     retry: int = field(default=2000, metadata={"help": "client reconnect delay (ms)"})
     max_body: int = field(default=64 * KIB, metadata={"help": "largest publish body (bytes)"})
+    max_line: int = field(default=64 * KIB, metadata={"help": "longest log line sent whole"})
     max_buffer: int = field(
         default=1024 * KIB, metadata={"help": "unsent bytes before a slow subscriber is cut"}
     )
@@ -125,6 +129,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _host,
     "port": _port,
     "media": _folder,
+    "logs": _folder,
     "broker": _broker,
     "workers": _positive_int,
     "token": _token,
@@ -133,6 +138,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "history_bytes": _positive_int,
     "retry": _positive_int,
     "max_body": _positive_int,
+    "max_line": _positive_int,
     "max_buffer": _positive_int,
     "shutdown_timeout": _positive_float,
     "log_level": _log_level,

@@ -25,13 +25,14 @@ def split_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text)
 
 
-def encode_event(event_id: str, event: str, data: str) -> bytes:
+def encode_event(event_id: str | None, event: str, data: str) -> bytes:
     """Encode one event: ``id:``, ``event:`` and one ``data:`` line per payload line.
 
     An empty payload still gets one empty ``data:`` line, so the browser
     dispatches the event (it drops events whose data buffer stays empty).
+    Without an id (``None``) the client keeps the last id it had.
     """
-    parts = [f"id: {event_id}\nevent: {event}\n"]
+    parts = [f"id: {event_id}\nevent: {event}\n" if event_id is not None else f"event: {event}\n"]
     parts.extend(f"data: {line}\n" for line in split_lines(data))
     parts.append("\n")
     return "".join(parts).encode()

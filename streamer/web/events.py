@@ -23,7 +23,7 @@ from aiohttp import HttpVersion11, web
 from .. import sse
 from ..broker import Fanout, FanoutStats, Framing, Resume
 from ..errors import Problem
-from .keys import BROKER, SETTINGS
+from .keys import BROKER, LOG_HUB, SETTINGS
 
 log = logging.getLogger("streamer.events")
 
@@ -342,23 +342,32 @@ async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+def _fanouts(app: web.Application) -> list[Fanout]:
+    """The broker's fan-out, and the log tails' when they are running."""
+    fanouts = [app[BROKER].fanout]
+    hub = app.get(LOG_HUB)
+    if hub is not None:
+        fanouts.append(hub.fanout)
+    return fanouts
+
+
 async def _heartbeat_loop(app: web.Application) -> None:
     interval = app[SETTINGS].heartbeat
-    fanout = app[BROKER].fanout
     while True:
         await asyncio.sleep(interval)
-        for stream in fanout.sinks():
-            if isinstance(stream, SseStream):
-                stream.heartbeat(sse.PING)
+        for fanout in _fanouts(app):
+            for stream in fanout.sinks():
+                if isinstance(stream, SseStream):
+                    stream.heartbeat(sse.PING)
 
 
 async def close_streams(app: web.Application) -> None:
     """``on_shutdown``: deliver what is queued, then end every stream so clients reconnect."""
-    fanout = app[BROKER].fanout
-    fanout.flush()
-    for stream in fanout.sinks():
-        if isinstance(stream, SseStream):
-            stream.finish("shutdown")
+    for fanout in _fanouts(app):
+        fanout.flush()
+        for stream in fanout.sinks():
+            if isinstance(stream, SseStream):
+                stream.finish("shutdown")
 
 
 def add_routes(app: web.Application) -> None:

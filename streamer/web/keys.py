@@ -7,6 +7,7 @@ from aiohttp import web
 from ..broker import Broker
 from ..digests import DigestCache
 from ..settings import Settings
+from ..sources.loghub import LogHub
 from .sidecars import SidecarIndex
 from .smallfiles import SmallFileCache
 
@@ -15,5 +16,6 @@ BROKER = web.AppKey("broker", Broker)
 DIGESTS = web.AppKey("digests", DigestCache)
 SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
 SMALL_FILES = web.AppKey("small_files", SmallFileCache)
+LOG_HUB = web.AppKey("log_hub", LogHub)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -22,7 +22,8 @@ from .keys import SETTINGS
 from .sidecars import SIDECARS
 
 
-def _iso(seconds: float) -> str:
+def iso_time(seconds: float) -> str:
+    """``2026-11-25T20:13:32Z``: UTC, whole seconds."""
     return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -39,7 +40,7 @@ def _entry(root: str, rel: str, name: str) -> dict[str, Any] | None:
             "name": name,
             "type": "dir",
             "size": None,
-            "mtime": _iso(st.st_mtime),
+            "mtime": iso_time(st.st_mtime),
             "link": "/api/files?dir=" + quote(rel),
         }
     if stat.S_ISREG(st.st_mode):
@@ -47,7 +48,7 @@ def _entry(root: str, rel: str, name: str) -> dict[str, Any] | None:
             "name": name,
             "type": "file",
             "size": st.st_size,
-            "mtime": _iso(st.st_mtime),
+            "mtime": iso_time(st.st_mtime),
             "content_type": content_type(name),
             "link": "/files/" + quote(rel),
         }

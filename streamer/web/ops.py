@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from .. import __version__
-from .keys import BROKER, SMALL_FILES, STARTED_AT
+from .keys import BROKER, LOG_HUB, SMALL_FILES, STARTED_AT
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -34,6 +34,7 @@ def open_fds() -> int:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition format, version 0.0.4."""
     fanout = request.app[BROKER].fanout
+    hub = request.app[LOG_HUB]
     stats = fanout.stats
     samples = [
         ("streamer_subscribers", "gauge", "Open SSE streams.", len(fanout)),
@@ -52,6 +53,8 @@ async def metrics(request: web.Request) -> web.Response:
         ),
         ("streamer_bytes_sent_total", "counter", "Live event bytes written.", stats.bytes_sent),
         ("streamer_open_files", "gauge", "File descriptors open in this process.", open_fds()),
+        ("streamer_log_tailers", "gauge", "Log files being followed.", len(hub.feeds)),
+        ("streamer_log_subscribers", "gauge", "Open log tail streams.", len(hub.fanout)),
         (
             "streamer_small_files_cached",
             "gauge",

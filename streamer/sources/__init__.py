@@ -1,0 +1,1 @@
+"""Where events come from besides publishers: the file watcher and the log tails."""

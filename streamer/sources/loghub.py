@@ -1,0 +1,127 @@
+"""One tailer per followed log file, however many subscribers it has.
+
+A :class:`Feed` exists while a file has subscribers. Its :class:`Tail` is
+polled (in a worker thread, one blocking call per wake-up) when the watcher
+reports a change in its folder and on every periodic rescan; the events are
+encoded once and handed to the hub's own :class:`Fanout` (separate from the
+broker's, so ``/events`` subscribers to every topic do not get log lines).
+
+Topics inside that fan-out: the file's name for plain subscribers, and
+``name`` + NUL + needle for each ``grep`` filter in use, so subscribers with
+the same filter share bytes and nobody filters per subscriber.
+
+Starting a subscriber without a gap or a duplicate: the feed's lock is held
+by a poll while it reads and publishes, and by a new subscriber while it
+reads what it must catch up on and registers itself (after flushing what the
+fan-out still holds), so a line is either in the catch-up or live, never
+both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from .. import sse
+from ..broker.fanout import Fanout
+from ..broker.model import Event
+from .logtail import MAX_LINE, Tail, TailEvent
+
+log = logging.getLogger("streamer.logs")
+LINE_KINDS = frozenset({"message", "cut"})
+
+
+def grep_topic(name: str, needle: str) -> str:
+    return f"{name}\0{needle}"
+
+
+class Feed:
+    """A followed file: its tail, lock, subscriber count and grep filters in use."""
+
+    def __init__(self, name: str, path: str, max_line: int) -> None:
+        self.name = name
+        self.path = path
+        self.tail = Tail(path, max_line)
+        self.lock = asyncio.Lock()
+        self.subscribers = 0
+        self.needles: Counter[str] = Counter()
+        self.wanted = False  # a change arrived while a poll was running
+
+
+class LogHub:
+    """The feeds of one logs folder and the fan-out their lines go through."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.fanout = Fanout()
+        self.max_line = max_line
+        self.feeds: dict[str, Feed] = {}  # by real path
+        self.polls = 0  # blocking poll calls made (for tests and metrics)
+
+    @contextlib.asynccontextmanager
+    async def follow(self, name: str, path: str, needle: str | None) -> AsyncIterator[Feed]:
+        """The feed of ``path`` for one subscriber, created on first use and closed after
+        the last one leaves."""
+        feed = self.feeds.get(path)
+        if feed is None:
+            feed = self.feeds[path] = Feed(name, path, self.max_line)
+            async with feed.lock:
+                await asyncio.to_thread(feed.tail.start_at_end)
+        feed.subscribers += 1
+        if needle is not None:
+            feed.needles[needle] += 1
+        try:
+            yield feed
+        finally:
+            feed.subscribers -= 1
+            if needle is not None:
+                feed.needles[needle] -= 1
+                if not feed.needles[needle]:
+                    del feed.needles[needle]
+            if feed.subscribers == 0 and self.feeds.get(path) is feed:
+                del self.feeds[path]
+                async with feed.lock:
+                    feed.tail.close()
+
+    def paths(self) -> list[str]:
+        return list(self.feeds)
+
+    async def poll(self, feed: Feed) -> None:
+        """Read what changed and publish it; coalesces wake-ups that arrive meanwhile."""
+        if feed.lock.locked():
+            feed.wanted = True
+            return
+        async with feed.lock:
+            while True:
+                feed.wanted = False
+                if self.feeds.get(feed.path) is not feed:
+                    return  # closed meanwhile
+                events, more = await asyncio.to_thread(_poll_once, feed.tail)
+                self.polls += 1
+                self.publish(feed, events)
+                if not (more or feed.wanted):
+                    return
+
+    async def poll_all(self) -> None:
+        for feed in list(self.feeds.values()):
+            await self.poll(feed)
+
+    def publish(self, feed: Feed, events: list[TailEvent]) -> None:
+        fanout = self.fanout
+        for event in events:
+            frame = sse.encode_event(event.id, event.kind, event.data)
+            fanout.publish(Event(event.id or "", 0, feed.name, frame))
+            if not feed.needles:
+                continue
+            folded = event.data.casefold() if event.kind in LINE_KINDS else ""
+            for needle in feed.needles:
+                if event.kind not in LINE_KINDS or needle in folded:
+                    fanout.publish(Event(event.id or "", 0, grep_topic(feed.name, needle), frame))
+
+
+def _poll_once(tail: Tail) -> tuple[list[TailEvent], bool]:
+    """One wake-up's work in the worker thread: poll, and whether more is already waiting."""
+    events = tail.poll()
+    return events, tail.has_more()

@@ -1,0 +1,300 @@
+"""Following one log file: the tail state machine. Blocking I/O, run in a worker thread.
+
+State: the inode being read, the open file, the offset after the last
+complete line, and the partial line waiting for its newline. Each
+:meth:`Tail.poll` looks at the name again and returns what happened:
+
+* appended bytes become :class:`TailEvent` lines (``message``), only whole
+  lines, ``\\r\\n`` stripped, undecodable bytes replaced; a line longer than
+  ``max_line`` is cut there (event ``cut``) and the rest of it skipped;
+* a new inode under the name (``mv log log.1 && touch log``): the old file
+  is read to its end first, then ``rotated`` and offset 0 of the new one;
+* a shorter file, or different bytes just before our offset
+  (``copytruncate`` followed by quick writes): ``truncated``, offset 0;
+* the name gone: the old file is read to its end, then ``deleted``; when the
+  name comes back, ``created`` and its offset 0.
+
+Every line event has the id ``<inode>-<offset after the line>``: resuming
+with it continues at exactly that byte while the inode is the same.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+READ_CHUNK: Final = 1024 * 1024
+MAX_READ_PER_POLL: Final = 8 * 1024 * 1024  # a poll returns at most this much; the next continues
+FINGERPRINT: Final = 32  # bytes before the offset compared on each poll to notice copytruncate
+MAX_LINE: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TailEvent:
+    kind: str  # message, cut, rotated, truncated, deleted, created
+    id: str | None
+    data: str
+
+
+def line_id(inode: int, offset: int) -> str:
+    return f"{inode}-{offset}"
+
+
+def parse_line_id(text: str) -> tuple[int, int] | None:
+    inode, dash, offset = text.partition("-")
+    if not dash or not inode.isdigit() or not offset.isdigit():
+        return None
+    return int(inode), int(offset)
+
+
+def decode(line: bytes) -> str:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line.decode("utf-8", "replace")
+
+
+class LineSplitter:
+    """Whole lines out of appended bytes, with the offset after each."""
+
+    def __init__(self, offset: int, max_line: int = MAX_LINE) -> None:
+        self.offset = offset  # after the last complete line (or cut)
+        self.max_line = max_line
+        self._partial = b""
+        self._skipping = False  # inside the rest of a line that was cut
+
+    def reset(self, offset: int) -> None:
+        self.offset = offset
+        self._partial = b""
+        self._skipping = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes read past :attr:`offset` (a partial line)."""
+        return len(self._partial)
+
+    def feed(self, inode: int, data: bytes) -> list[TailEvent]:
+        events: list[TailEvent] = []
+        buffer = self._partial + data if self._partial else data
+        start = 0
+        base = self.offset  # file offset of buffer[0]
+        while True:
+            newline = buffer.find(b"\n", start)
+            end = newline if newline >= 0 else len(buffer)
+            if self._skipping:
+                if newline < 0:
+                    start = len(buffer)
+                    break
+                self._skipping = False
+            elif end - start > self.max_line:
+                cut = start + self.max_line
+                events.append(
+                    TailEvent("cut", line_id(inode, base + cut), decode(buffer[start:cut]))
+                )
+                self._skipping = True
+                start = cut
+                self.offset = base + cut
+                continue
+            elif newline < 0:
+                break
+            else:
+                events.append(
+                    TailEvent(
+                        "message", line_id(inode, base + newline + 1), decode(buffer[start:end])
+                    )
+                )
+            start = newline + 1
+            self.offset = base + start
+        self._partial = buffer[start:] if not self._skipping else b""
+        if self._skipping:
+            self.offset = base + len(buffer)  # skipped bytes are consumed
+        return events
+
+    def flush(self, inode: int) -> list[TailEvent]:
+        """The last partial line of a file that will not grow any more (rotated, deleted)."""
+        if not self._partial:
+            return []
+        self.offset += len(self._partial)
+        event = TailEvent("message", line_id(inode, self.offset), decode(self._partial))
+        self._partial = b""
+        return [event]
+
+
+class Tail:
+    """One followed file name. Not thread-safe: one poll at a time (the hub's lock)."""
+
+    def __init__(self, path: str, max_line: int = MAX_LINE) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.inode = 0
+        self.splitter = LineSplitter(0, max_line)
+        self._fingerprint = b""
+        self._read_pos = 0
+        self.exists = False
+
+    @property
+    def offset(self) -> int:
+        """After the last complete line emitted."""
+        return self.splitter.offset
+
+    def start_at_end(self) -> None:
+        """Open the file and start after its last complete line (new subscribers see new lines)."""
+        fd = self._open()
+        if fd is None:
+            return
+        size = os.fstat(fd).st_size
+        end = last_line_end(fd, size)
+        self.splitter.reset(end)
+        self._read_pos = end
+        self._remember(end)
+
+    def poll(self) -> list[TailEvent]:
+        events: list[TailEvent] = []
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is None:
+            if self.fd is not None:
+                events += self._drain_old()
+                events.append(TailEvent("deleted", None, "deleted"))
+            return events
+        if self.fd is None or st.st_ino != self.inode:
+            reappeared = self.fd is None and not self.exists
+            if self.fd is not None:
+                events += self._drain_old()
+            if self._open() is None:
+                return events
+            self.splitter.reset(0)
+            self._read_pos = 0
+            self._fingerprint = b""
+            kind = "created" if reappeared else "rotated"
+            events.append(TailEvent(kind, line_id(self.inode, 0), kind))
+        elif self._was_truncated():
+            self.splitter.reset(0)
+            self._read_pos = 0
+            self._fingerprint = b""
+            events.append(TailEvent("truncated", line_id(self.inode, 0), "truncated"))
+        events += self._read_new()
+        return events
+
+    def has_more(self) -> bool:
+        """Unread bytes left after a poll that stopped at :data:`MAX_READ_PER_POLL`."""
+        if self.fd is None:
+            return False
+        try:
+            return os.fstat(self.fd).st_size > self._read_pos
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # -- internals ------------------------------------------------------------------
+
+    def _open(self) -> int | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self.exists = False
+            return None
+        self.close()
+        self.fd = fd
+        self.inode = os.fstat(fd).st_ino
+        self.exists = True
+        return fd
+
+    def _drain_old(self) -> list[TailEvent]:
+        """The rest of the file we had open (rotated or deleted), then close it."""
+        events = self._read_new(limit=None)
+        events += self.splitter.flush(self.inode)
+        self.close()
+        self.exists = False
+        return events
+
+    def _was_truncated(self) -> bool:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        if size < self._read_pos:
+            return True
+        fingerprint = self._fingerprint
+        if not fingerprint:
+            return False
+        at = self.offset - len(fingerprint)
+        return os.pread(self.fd, len(fingerprint), at) != fingerprint
+
+    def _remember(self, offset: int) -> None:
+        assert self.fd is not None
+        start = max(0, offset - FINGERPRINT)
+        self._fingerprint = os.pread(self.fd, offset - start, start)
+
+    def _read_new(self, limit: int | None = MAX_READ_PER_POLL) -> list[TailEvent]:
+        if self.fd is None:
+            return []
+        events: list[TailEvent] = []
+        read = 0
+        while limit is None or read < limit:
+            data = os.pread(self.fd, READ_CHUNK, self._read_pos)
+            if not data:
+                break
+            self._read_pos += len(data)
+            read += len(data)
+            events += self.splitter.feed(self.inode, data)
+        if read:
+            self._remember(self.offset)
+        return events
+
+
+def last_line_end(fd: int, size: int) -> int:
+    """Offset just after the last newline at or before ``size`` (0 if none)."""
+    position = size
+    while position > 0:
+        start = max(0, position - 64 * 1024)
+        block = os.pread(fd, position - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
+
+
+def read_lines(
+    fd: int, inode: int, start: int, stop: int, max_line: int = MAX_LINE
+) -> tuple[list[TailEvent], int]:
+    """Complete lines between ``start`` and ``stop`` (at most :data:`READ_CHUNK` of them at a
+    time): ``(events, offset reached)``. For catching up a resumed subscriber."""
+    data = os.pread(fd, min(READ_CHUNK, stop - start), start)
+    splitter = LineSplitter(start, max_line)
+    events = splitter.feed(inode, data)
+    if not events and data and splitter.offset == start:  # a line longer than the chunk
+        events = [TailEvent("cut", line_id(inode, start + len(data)), decode(data[:max_line]))]
+        return events, start + len(data)
+    return events, splitter.offset
+
+
+def last_lines(
+    fd: int, inode: int, stop: int, count: int, max_line: int = MAX_LINE
+) -> list[TailEvent]:
+    """The last ``count`` complete lines before ``stop``, read backwards in blocks."""
+    if count <= 0 or stop <= 0:
+        return []
+    position = stop
+    newlines = 0
+    while position > 0 and newlines <= count:
+        start = max(0, position - 64 * 1024)
+        block = os.pread(fd, position - start, start)
+        newlines += block.count(b"\n")
+        position = start
+    # ``position`` is now before the count-th last newline (or 0); walk forward from there.
+    events: list[TailEvent] = []
+    offset = position
+    while offset < stop:
+        chunk, offset_after = read_lines(fd, inode, offset, stop, max_line)
+        if offset_after == offset:
+            break
+        events += chunk
+        offset = offset_after
+    lines = [event for event in events if event.kind in ("message", "cut")]
+    return lines[-count:]

@@ -1,0 +1,345 @@
+"""Live log tails over a real server: appends, rotation, truncation, resume, tail, grep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from streamer.server import running
+from streamer.sse import ParsedEvent
+
+from .conftest import make_settings, wait_for
+from .sse_client import EventStream, subscribe
+from .test_files import raw_request, split_response
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "app.log").write_bytes(b"")
+    return folder.resolve()
+
+
+@pytest.fixture
+async def server(logs_dir: Path, start_server: Callable[..., Awaitable[str]]) -> str:
+    return await start_server(logs=logs_dir)
+
+
+@contextlib.asynccontextmanager
+async def tail(
+    http: aiohttp.ClientSession,
+    server: str,
+    name: str = "app.log",
+    last_event_id: str | None = None,
+    **query: str,
+) -> AsyncIterator[EventStream]:
+    """Open ``/logs/name`` and wait until it is live (``: connected`` comes after that)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    async with http.get(f"{server}/logs/{name}", params=query, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        stream = EventStream(response)
+        await stream.wait_text(": connected\n\n")
+        yield stream
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as log:
+        log.write(data)
+
+
+def truncate_and_write(path: Path, data: bytes) -> None:
+    """What ``copytruncate`` and the next writes do, as one step."""
+    with open(path, "r+b") as log:
+        log.truncate(0)
+        log.write(data)
+
+
+def lines(events: list[ParsedEvent]) -> list[str]:
+    return [e.data for e in events if e.event == "message"]
+
+
+async def test_appends_arrive_in_order_with_byte_offsets_as_ids(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    append(log, b"before\n")  # already there: not sent without ?tail
+    inode = os.stat(log).st_ino
+    async with tail(http, server) as stream:
+        append(log, b"one\n")
+        append(log, b"two\r\nthree\n")
+        await stream.wait_text("data: three\n\n")
+        start = stream.text.index("id: ")
+        assert stream.text[start:] == (
+            f"id: {inode}-11\nevent: message\ndata: one\n\n"
+            f"id: {inode}-16\nevent: message\ndata: two\n\n"
+            f"id: {inode}-22\nevent: message\ndata: three\n\n"
+        )
+        for n in range(200):
+            append(log, f"line {n}\n".encode())
+        events = await stream.wait_events(203)
+    assert lines(events)[3:] == [f"line {n}" for n in range(200)]
+
+
+async def test_a_line_written_in_pieces_arrives_once_whole(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"par")
+        await asyncio.sleep(0.05)  # let the watcher see the partial line on its own
+        append(log, b"tial li")
+        await asyncio.sleep(0.05)
+        append(log, b"ne\nnext\n")
+        events = await stream.wait_events(2)
+    assert lines(events) == ["partial line", "next"]
+
+
+async def test_logrotate_move_and_create_loses_nothing(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"a1\na2\n")
+        await stream.wait_text("data: a2\n")
+        append(log, b"a3\nunfinished")  # written just before the rotation
+        os.rename(log, logs_dir / "app.log.1")
+        append(log, b"b1\n")
+        events = await stream.wait_events(6)
+    new_inode = os.stat(log).st_ino
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "a1"),
+        ("message", "a2"),
+        ("message", "a3"),
+        ("message", "unfinished"),  # the old file's last bytes, before the switch
+        ("rotated", "rotated"),
+        ("message", "b1"),
+    ]
+    assert events[4].id == f"{new_inode}-0"
+    assert events[5].id == f"{new_inode}-3"
+
+
+async def test_copytruncate_is_seen_even_when_the_file_regrows(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"first line\nsecond line\n")
+        await stream.wait_text("data: second line\n")
+        shutil.copy(log, logs_dir / "app.log.1")
+        truncate_and_write(log, b"new content that is longer\n")  # refills past the old offset
+        events = await stream.wait_events(4)
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "first line"),
+        ("message", "second line"),
+        ("truncated", "truncated"),
+        ("message", "new content that is longer"),
+    ]
+
+
+async def test_deleted_then_recreated(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"x\n")
+        await stream.wait_text("data: x\n")
+        log.unlink()
+        await stream.wait_text("event: deleted\n")
+        append(log, b"again\n")
+        events = await stream.wait_events(4)
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "x"),
+        ("deleted", "deleted"),
+        ("created", "created"),
+        ("message", "again"),
+    ]
+
+
+async def test_resume_by_id_while_lines_keep_coming(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    total = 600
+    writer_done = asyncio.Event()
+
+    async def write_lines() -> None:
+        for n in range(total):
+            append(log, f"n={n}\n".encode())
+            if n % 20 == 0:
+                await asyncio.sleep(0.002)
+        writer_done.set()
+
+    received: list[str] = []
+    async with tail(http, server) as stream:
+        writer = asyncio.create_task(write_lines())
+        first = await stream.wait_events(50)
+    received += lines(first)
+    last_id = first[-1].id
+    assert last_id is not None
+    async with tail(http, server, last_event_id=last_id) as stream:
+        await writer
+        events = await stream.wait_events(total - len(received), timeout=10)
+    received += lines(events)
+    assert received == [f"n={n}" for n in range(total)]
+
+
+async def test_resume_with_query_parameter_and_reset_cases(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    inode = os.stat(log).st_ino
+    append(log, b"one\ntwo\n")
+    async with tail(http, server, lastEventId=f"{inode}-4") as stream:
+        events = await stream.wait_events(1)
+    assert (events[0].id, events[0].data) == (f"{inode}-8", "two")
+    for bad, reason in [("nonsense", "malformed"), ("1-0", "gone"), (f"{inode}-999", "unknown")]:
+        async with tail(http, server, last_event_id=bad) as stream:
+            events = await stream.wait_events(1)
+        assert events[0].event == "reset"
+        assert f'"reason": "{reason}"' in events[0].data
+        assert events[0].id == f"{inode}-8"  # reconnecting with it continues from here
+
+
+async def test_tail_n_reads_backwards_through_a_big_file(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "big.log"
+    log.write_bytes(b"".join(b"row %06d %s\n" % (n, b"x" * 90) for n in range(30_000)))  # ~3 MB
+    async with tail(http, server, "big.log", tail="5") as stream:
+        events = await stream.wait_events(5)
+        append(log, b"live\n")
+        events = await stream.wait_events(6)
+    assert [e.data[:10] for e in events[:5]] == [f"row {n:06d}" for n in range(29_995, 30_000)]
+    assert events[5].data == "live"
+
+
+async def test_invalid_utf8_and_a_1_mb_line(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"bad \xff\xfe bytes\n")
+        append(log, b"y" * 1_000_000 + b"\nafter\n")
+        events = await stream.wait_events(3, timeout=10)
+    assert events[0].data == "bad \ufffd\ufffd bytes"
+    assert events[1].event == "cut"
+    assert events[1].data == "y" * 64 * 1024
+    assert (events[2].event, events[2].data) == ("message", "after")
+    assert events[2].id == f"{os.stat(log).st_ino}-{13 + 1_000_001 + 6}"
+
+
+async def test_grep_filters_case_insensitively(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server, grep="ERROR") as errors, tail(http, server) as everything:
+        append(log, b"info: fine\nerror: broken\nINFO: ok\nan Error again\n")
+        assert lines(await errors.wait_events(2)) == ["error: broken", "an Error again"]
+        assert len(lines(await everything.wait_events(4))) == 4
+
+
+async def test_many_subscribers_share_one_tailer(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with contextlib.AsyncExitStack() as stack:
+        streams = [await stack.enter_async_context(tail(http, server)) for _ in range(20)]
+        async with http.get(f"{server}/api/logs") as r:
+            listing = await r.json()
+        app_log = next(entry for entry in listing["logs"] if entry["name"] == "app.log")
+        assert app_log["subscribers"] == 20
+        async with http.get(f"{server}/metrics") as r:
+            assert "\nstreamer_log_tailers 1\n" in await r.text()
+        append(log, b"shared\n")
+        for stream in streams:
+            assert lines(await stream.wait_events(1)) == ["shared"]
+
+    async def no_tailers() -> bool:
+        async with http.get(f"{server}/metrics") as r:
+            return "\nstreamer_log_tailers 0\n" in await r.text()
+
+    await wait_for(no_tailers)
+
+
+async def test_the_servers_own_log_is_tailable(
+    server: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with tail(http, server, "streamer.log") as stream:
+        async with http.get(f"{server}/healthz", headers={"X-Request-ID": "own-log-1"}):
+            pass
+        await stream.wait_text("rid=own-log-1", timeout=5)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/logs/missing.log",
+        "/logs/../pyproject.toml",
+        "/logs/%2e%2e/%2e%2e/etc/passwd",
+        "/logs/..%2fapp.log",
+        "/logs/.hidden",
+        "/logs/sub%5capp.log",
+    ],
+)
+async def test_names_outside_or_missing_are_404(server: str, logs_dir: Path, path: str) -> None:
+    (logs_dir / ".hidden").write_text("secret\n")
+    status, headers, _ = split_response(
+        await raw_request(server, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    )
+    assert status == "HTTP/1.0 404 Not Found"
+    assert headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("query", ["tail=-1", "tail=x", "tail=10001", "grep="])
+async def test_bad_query_is_400(server: str, http: aiohttp.ClientSession, query: str) -> None:
+    async with http.get(f"{server}/logs/app.log?{query}") as r:
+        assert r.status == 400
+        assert r.content_type == "application/problem+json"
+
+
+async def test_media_changes_become_files_events(
+    start_server: Callable[..., Awaitable[str]], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    server = await start_server(media=media.resolve())
+    async with subscribe(http, server, "files") as stream:
+        (media / "new.txt").write_text("hello")
+        await stream.wait_text('"path":"new.txt"')
+        (media / ".hidden").write_text("x")
+        (media / "new.txt").unlink()
+        await stream.wait_text("event: deleted\n")
+    kinds = [(e.event, e.data) for e in stream.events]
+    assert ("created", '{"path":"new.txt","size":5,"type":"file"}') in kinds or (
+        "modified",
+        '{"path":"new.txt","size":5,"type":"file"}',
+    ) in kinds
+    assert ("deleted", '{"path":"new.txt","size":null,"type":"file"}') in kinds
+    assert not any(".hidden" in data for _, data in kinds)
+
+
+async def test_shutdown_cancels_the_watcher_and_tailers_cleanly(
+    logs_dir: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = asyncio.all_tasks()
+    server = running(make_settings(logs=logs_dir))
+    url = await server.__aenter__()
+    assert any(t.get_name() == "streamer-watcher" for t in asyncio.all_tasks())
+    async with tail(http, url) as stream:
+        append(logs_dir / "app.log", b"bye\n")
+        await stream.wait_text("data: bye\n")
+        await server.__aexit__(None, None, None)  # while the tail is open
+        await stream.wait_end(timeout=3)
+    await wait_for(lambda: asyncio.all_tasks() - before <= {asyncio.current_task()})
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
