@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +16,7 @@ import pytest
 from streamer.server import running
 from streamer.sse import ParsedEvent
 
-from .conftest import make_settings, wait_for
+from .conftest import make_settings, require, wait_for
 from .sse_client import EventStream, subscribe
 from .test_files import raw_request, split_response
 
@@ -343,3 +343,37 @@ async def test_shutdown_cancels_the_watcher_and_tailers_cleanly(
         await stream.wait_end(timeout=3)
     await wait_for(lambda: asyncio.all_tasks() - before <= {asyncio.current_task()})
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextlib.contextmanager
+def no_new_inotify_instances() -> Iterator[None]:
+    """Nobody on this machine can start an inotify watch until the block ends."""
+    old_limit = INOTIFY_INSTANCES.read_text()
+    INOTIFY_INSTANCES.write_text("0")
+    try:
+        yield
+    finally:
+        INOTIFY_INSTANCES.write_text(old_limit)
+
+
+async def test_falls_back_to_polling_when_the_os_refuses_to_watch(
+    start_server: Callable[..., Awaitable[str]],
+    logs_dir: Path,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    require(os.access(INOTIFY_INSTANCES, os.W_OK), "needs root to lower the inotify limit")
+
+    def fell_back() -> bool:
+        return any("polling every" in r.getMessage() for r in caplog.records)
+
+    with no_new_inotify_instances():
+        server = await start_server(logs=logs_dir)
+        await wait_for(fell_back)
+    assert sum("polling every" in r.getMessage() for r in caplog.records) == 1  # said once
+    async with tail(http, server) as stream:
+        append(logs_dir / "app.log", b"seen by polling\n")
+        assert lines(await stream.wait_events(1)) == ["seen by polling"]
