@@ -116,21 +116,20 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     root.setLevel(level.upper())
 
 
-def direct_handler(logger: logging.Logger) -> BatchingHandler | None:
-    """The :class:`BatchingHandler` that alone receives ``logger``'s INFO records, if that is
-    all that happens to them (no filters, no other handlers on the way up)."""
-    found: BatchingHandler | None = None
+def direct_handlers(logger: logging.Logger) -> list[BatchingHandler] | None:
+    """The :class:`BatchingHandler` s that receive ``logger``'s INFO records, if that is all
+    that happens to them (no filters, no other kind of handler on the way up)."""
+    found: list[BatchingHandler] = []
     current: logging.Logger | None = logger
     while current is not None:
         if current.filters:
             return None
         for handler in current.handlers:
-            if found is not None or not isinstance(handler, BatchingHandler):
+            if not isinstance(handler, BatchingHandler) or handler.filters:
                 return None
-            if handler.filters or handler.level > logging.INFO:
-                return None
-            found = handler
+            if handler.level <= logging.INFO:
+                found.append(handler)
         if not current.propagate:
             break
         current = current.parent
-    return found
+    return found or None

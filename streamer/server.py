@@ -23,7 +23,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from .app import create_app
-from .logconfig import direct_handler
+from .logconfig import direct_handlers
 from .settings import Settings
 
 log = logging.getLogger("streamer")
@@ -39,12 +39,12 @@ class AccessLogger(AbstractAccessLogger):
     parses its format into a list of callables per line and cost about a
     third of the throughput of small-file requests; and handed straight to
     the batching handler when that is the only place it goes (see
-    :func:`streamer.logconfig.direct_handler`).
+    :func:`streamer.logconfig.direct_handlers`).
     """
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
-        self._direct = direct_handler(logger)  # skip the LogRecord when nothing else listens
+        self._direct = direct_handlers(logger)  # skip the LogRecord when nothing else listens
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         version = request.version
@@ -62,7 +62,8 @@ class AccessLogger(AbstractAccessLogger):
             request.headers.get("User-Agent", "-"),
         )
         if self._direct is not None:
-            self._direct.emit_info(self.logger.name, message)
+            for handler in self._direct:
+                handler.emit_info(self.logger.name, message)
         else:
             self.logger.info("%s", message)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamer.logconfig import FLUSH_INTERVAL, BatchingHandler, FastFormatter, direct_handler
+from streamer.logconfig import FLUSH_INTERVAL, BatchingHandler, FastFormatter, direct_handlers
 
 from .conftest import wait_for
 
@@ -65,7 +65,7 @@ async def test_direct_lines_look_like_records(
 ) -> None:
     logger, handler, stream = batched
     monkeypatch.setattr(logger, "handlers", [handler])  # without pytest's capture handlers
-    assert direct_handler(logger) is handler
+    assert direct_handlers(logger) == [handler]
     handler.emit_info("test.batch", "direct")
     logger.info("record")
     handler.flush()
@@ -79,11 +79,11 @@ def test_direct_handler_only_when_nothing_else_listens(
     monkeypatch.setattr(logger, "handlers", [handler])
     other = logging.StreamHandler(io.StringIO())
     logger.addHandler(other)
-    assert direct_handler(logger) is None
+    assert direct_handlers(logger) is None
     logger.removeHandler(other)
-    assert direct_handler(logger) is handler
+    assert direct_handlers(logger) == [handler]
     logger.addFilter(bool)
-    assert direct_handler(logger) is None
+    assert direct_handlers(logger) is None
     logger.removeFilter(bool)
 
 
@@ -94,3 +94,19 @@ def test_close_writes_what_is_left() -> None:
     handler.handle(logging.makeLogRecord({"msg": "last words", "levelno": logging.INFO}))
     handler.close()
     assert stream.getvalue() == "last words\n"
+
+
+def test_access_lines_reach_every_batching_handler(
+    batched: tuple[logging.Logger, BatchingHandler, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger, handler, stream = batched
+    second_stream = io.StringIO()
+    second = BatchingHandler(second_stream)
+    second.setFormatter(FastFormatter())
+    monkeypatch.setattr(logger, "handlers", [handler, second])
+    assert direct_handlers(logger) == [handler, second]
+    for target in direct_handlers(logger) or []:
+        target.emit_info("test.batch", "to both")
+    handler.flush()
+    second.close()
+    assert messages(stream) == messages(second_stream) == ["to both"]
