@@ -48,7 +48,8 @@ class Feed:
         self.lock = asyncio.Lock()
         self.subscribers = 0
         self.needles: Counter[str] = Counter()
-        self.wanted = False  # a change arrived while a poll was running
+        self.polling = False  # a poll is waiting for the lock or running
+        self.wanted = False  # a change arrived meanwhile: look once more
 
 
 class LogHub:
@@ -58,7 +59,7 @@ class LogHub:
         self.fanout = Fanout()
         self.max_line = max_line
         self.feeds: dict[str, Feed] = {}  # by real path
-        self.polls = 0  # blocking poll calls made (for tests and metrics)
+        self.polls = 0  # blocking poll calls made (on /metrics)
 
     @contextlib.asynccontextmanager
     async def follow(self, name: str, path: str, needle: str | None) -> AsyncIterator[Feed]:
@@ -89,20 +90,25 @@ class LogHub:
         return list(self.feeds)
 
     async def poll(self, feed: Feed) -> None:
-        """Read what changed and publish it; coalesces wake-ups that arrive meanwhile."""
-        if feed.lock.locked():
+        """Read what changed and publish it. Wake-ups that arrive while a poll is waiting
+        or running are folded into it (it looks once more before it ends)."""
+        if feed.polling:
             feed.wanted = True
             return
-        async with feed.lock:
-            while True:
-                feed.wanted = False
-                if self.feeds.get(feed.path) is not feed:
-                    return  # closed meanwhile
-                events, more = await asyncio.to_thread(_poll_once, feed.tail)
-                self.polls += 1
-                self.publish(feed, events)
-                if not (more or feed.wanted):
-                    return
+        feed.polling = True
+        try:
+            async with feed.lock:  # may wait for a subscriber that is registering
+                while True:
+                    feed.wanted = False
+                    if self.feeds.get(feed.path) is not feed:
+                        return  # closed meanwhile
+                    events, more = await asyncio.to_thread(_poll_once, feed.tail)
+                    self.polls += 1
+                    self.publish(feed, events)
+                    if not (more or feed.wanted):
+                        return
+        finally:
+            feed.polling = False
 
     async def poll_all(self) -> None:
         for feed in list(self.feeds.values()):

@@ -55,6 +55,7 @@ async def metrics(request: web.Request) -> web.Response:
         ("streamer_open_files", "gauge", "File descriptors open in this process.", open_fds()),
         ("streamer_log_tailers", "gauge", "Log files being followed.", len(hub.feeds)),
         ("streamer_log_subscribers", "gauge", "Open log tail streams.", len(hub.fanout)),
+        ("streamer_log_polls_total", "counter", "Reads of followed log files.", hub.polls),
         (
             "streamer_small_files_cached",
             "gauge",
