@@ -26,8 +26,13 @@ class Outcome(Enum):
 
 
 def strong_etag(stat: os.stat_result) -> str:
-    """A strong entity tag: changes whenever the file is replaced, resized or written."""
-    return f'"{stat.st_ino:x}-{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+    """A strong entity tag: changes whenever the file is replaced, resized or written.
+
+    ``ctime`` is in it because ``mtime`` alone can be set back (``cp -p``,
+    ``touch -d``) after a same-size rewrite; the price is a new tag after a
+    ``chmod``, which only costs a download.
+    """
+    return f'"{stat.st_ino:x}-{stat.st_size:x}-{stat.st_mtime_ns:x}-{stat.st_ctime_ns:x}"'
 
 
 def http_date(seconds: float) -> str:
@@ -107,12 +112,13 @@ def evaluate_preconditions(
     return Outcome.PROCEED
 
 
-def if_range_allows(header: str | None, etag: str, mtime: int, now: float) -> bool:
+def if_range_allows(header: str | None, etag: str, stat: os.stat_result, now: float) -> bool:
     """Whether a ``Range`` applies given ``If-Range`` (RFC 9110 section 13.1.5).
 
     An entity tag must match strongly (a weak one never does). A date must
-    equal Last-Modified exactly, and only counts when Last-Modified is a
-    strong validator: at least one second in the past, so that a second
+    equal Last-Modified exactly, and only counts when it is a strong
+    validator: the file has not changed in any way (``mtime`` and ``ctime``)
+    since that second, and that was at least one second ago, so that a second
     write within the same second cannot hide behind the same date.
     """
     if header is None:
@@ -121,4 +127,7 @@ def if_range_allows(header: str | None, etag: str, mtime: int, now: float) -> bo
     if text.startswith(('"', "W/")):
         return text == etag
     date = parse_http_date(text)
-    return date is not None and date == mtime and now - mtime >= 1
+    if date is None or date != int(stat.st_mtime):
+        return False
+    changed = max(stat.st_mtime, stat.st_ctime)
+    return int(changed) == date and now - changed >= 1

@@ -1,7 +1,7 @@
 """SHA-256 digests of files, computed in a worker thread once and cached by identity.
 
-A file's identity is ``(device, inode, size, mtime_ns)``: any write, resize
-or replacement changes it, so a cached digest is never stale. Concurrent
+A file's identity is ``(device, inode, size, mtime_ns, ctime_ns)``: any
+write, resize or replacement changes it, so a cached digest is never stale. Concurrent
 requests for the same identity share one computation.
 """
 
@@ -16,12 +16,13 @@ import threading
 from collections import OrderedDict
 from typing import Final
 
-Identity = tuple[int, int, int, int]
+Identity = tuple[int, int, int, int, int]
 CHUNK: Final = 1024 * 1024
 
 
 def identity(stat: os.stat_result) -> Identity:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    """Changes on any write, even one that keeps size and mtime (ctime cannot be set back)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def repr_digest(digest: bytes) -> str:

@@ -14,6 +14,7 @@ from typing import Final
 MAX_PATH: Final = 1024  # characters of the whole relative path
 MAX_NAME: Final = 255  # bytes of one component, as on most file systems
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
 
 
 def clean_parts(user_path: str) -> list[str] | None:
@@ -28,7 +29,7 @@ def clean_parts(user_path: str) -> list[str] | None:
         return []
     if len(user_path) > MAX_PATH or user_path.startswith("/") or "\\" in user_path:
         return None
-    if not user_path.isprintable():  # NUL, newlines, other controls
+    if _CONTROL.search(user_path):  # NUL, newlines, other controls
         return None
     parts = user_path.split("/")
     if _DRIVE.match(parts[0]):

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from streamer.web import smallfiles
 
+from .conftest import wait_for
 from .test_streams_wire import host_port
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every offset recognisable
@@ -83,7 +84,9 @@ async def test_whole_file_with_validators_and_digest(
         assert await response.read() == DATA
         headers = response.headers
     st = os.stat(media / "data.bin")
-    assert headers["ETag"] == f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+    assert headers["ETag"] == (
+        f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"'
+    )
     assert headers["Last-Modified"] == email.utils.formatdate(int(st.st_mtime), usegmt=True)
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["Content-Type"] == "application/octet-stream"
@@ -251,10 +254,12 @@ async def test_conditional_requests(files: str, http: aiohttp.ClientSession) -> 
 
 async def test_if_range(files: str, media: Path, http: aiohttp.ClientSession) -> None:
     url = f"{files}/files/data.bin"
-    os.utime(media / "data.bin", (1_600_000_000, 1_600_000_000))  # strong date: long ago
+    # A date is a strong validator only for a file unchanged for a second (mtime and ctime).
+    st = os.stat(media / "data.bin")
+    await wait_for(lambda: time.time() - max(st.st_mtime, st.st_ctime) >= 1.05, timeout=3)
     _, headers, _ = await get(http, url)
     etag, modified = headers["ETag"], headers["Last-Modified"]
-    older = "Sun, 13 Sep 2020 12:26:39 GMT"  # one second before
+    older = email.utils.formatdate(int(st.st_mtime) - 1, usegmt=True)
     assert (await get(http, url, Range="bytes=0-3", If_Range=etag))[0] == 206
     assert (await get(http, url, Range="bytes=0-3", If_Range=modified))[0] == 206
     for validator in ('"changed"', f"W/{etag}", older, "garbage"):
@@ -265,6 +270,16 @@ async def test_if_range(files: str, media: Path, http: aiohttp.ClientSession) ->
     (media / "data.bin").write_bytes(DATA[::-1])
     status, _, body = await get(http, url, Range="bytes=4-", If_Range=etag)
     assert (status, body) == (200, DATA[::-1])
+
+
+async def test_if_range_date_of_a_file_with_mtime_set_back_is_not_trusted(
+    files: str, media: Path, http: aiohttp.ClientSession
+) -> None:
+    os.utime(media / "data.bin", (1_600_000_000, 1_600_000_000))  # like cp -p: ctime is now
+    url = f"{files}/files/data.bin"
+    _, headers, _ = await get(http, url)
+    status, _, _ = await get(http, url, Range="bytes=0-3", If_Range=headers["Last-Modified"])
+    assert status == 200
 
 
 async def test_if_range_date_of_a_file_modified_this_second_is_not_trusted(
@@ -382,7 +397,8 @@ TRAVERSALS = [
     "/files/notes.txt.gz",
     "/files/fifo",
     "/files/missing.txt",
-    "/files/sub/",
+    "/files/data.bin/",
+    "/files/sub//",
     "/files/" + "a" * 300,
     "/files/" + "a/" * 700 + "x",
 ]
@@ -406,9 +422,10 @@ async def test_symlink_inside_the_root_is_served(files: str, http: aiohttp.Clien
 
 
 async def test_folder_redirects_to_its_listing(files: str, http: aiohttp.ClientSession) -> None:
-    async with http.get(f"{files}/files/sub/deeper", allow_redirects=False) as r:
-        assert r.status == 302
-        assert r.headers["Location"] == "/api/files?dir=sub/deeper"
+    for path in ("sub/deeper", "sub/deeper/"):
+        async with http.get(f"{files}/files/{path}", allow_redirects=False) as r:
+            assert r.status == 302
+            assert r.headers["Location"] == "/api/files?dir=sub/deeper"
 
 
 async def test_post_to_a_file_is_405_problem(files: str, http: aiohttp.ClientSession) -> None:
@@ -562,3 +579,48 @@ async def test_keep_alive_and_pipelining(files: str) -> None:
         status, headers, body = await read_response(reader)
         assert (status, headers["Connection"], body) == ("HTTP/1.0 200 OK", "keep-alive", DATA)
     writer.close()
+
+
+# --- regressions found in review ------------------------------------------------------------
+
+
+async def test_unicode_spaces_in_names_are_served(
+    files: str, media: Path, http: aiohttp.ClientSession
+) -> None:
+    (media / "nb\u00a0sp\u3000x.txt").write_text("spaces\n")
+    status, _, body = await get(http, f"{files}/files/nb%C2%A0sp%E3%80%80x.txt?x=%2F")
+    assert (status, body) == (200, b"spaces\n")
+    async with http.get(f"{files}/api/files") as r:
+        assert "nb\u00a0sp\u3000x.txt" in [e["name"] for e in (await r.json())["entries"]]
+
+
+async def test_head_with_range_answers_like_a_plain_get(files: str) -> None:
+    common = "Accept-Encoding: gzip\r\n"
+    get_raw = await raw_request(files, f"GET /files/page.html HTTP/1.0\r\n{common}\r\n".encode())
+    head_raw = await raw_request(
+        files, f"HEAD /files/page.html HTTP/1.0\r\n{common}Range: bytes=0-3\r\n\r\n".encode()
+    )
+    (get_status, get_headers, _), (head_status, head_headers, body) = (
+        split_response(get_raw),
+        split_response(head_raw),
+    )
+    for headers in (get_headers, head_headers):
+        del headers["Date"], headers["X-Request-ID"]
+    assert (head_status, head_headers, body) == (get_status, get_headers, b"")
+    assert head_headers["Content-Encoding"] == "gzip"
+
+
+async def test_same_size_rewrite_with_the_old_mtime_gets_a_new_etag_and_digest(
+    files: str, media: Path, http: aiohttp.ClientSession
+) -> None:
+    path = media / "sub" / "notes.md"
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    _, before, _ = await get(http, f"{files}/files/sub/notes.md")
+    path.write_bytes(b"# NOTES\n")  # same size, then the mtime put back (cp -p, touch -d)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    status, after, body = await get(http, f"{files}/files/sub/notes.md")
+    assert (status, body) == (200, b"# NOTES\n")
+    assert after["ETag"] != before["ETag"]
+    digest = base64.b64encode(hashlib.sha256(b"# NOTES\n").digest()).decode()
+    assert after["Repr-Digest"] == f"sha-256=:{digest}:"
+    assert (await get(http, f"{files}/files/sub/notes.md", If_None_Match=before["ETag"]))[0] == 200

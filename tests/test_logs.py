@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 
 from streamer.server import running
-from streamer.sse import ParsedEvent
+from streamer.sse import ParsedEvent, parse_stream
 
 from .conftest import make_settings, require, wait_for
 from .sse_client import EventStream, subscribe
@@ -377,3 +378,143 @@ async def test_falls_back_to_polling_when_the_os_refuses_to_watch(
     async with tail(http, server) as stream:
         append(logs_dir / "app.log", b"seen by polling\n")
         assert lines(await stream.wait_events(1)) == ["seen by polling"]
+
+
+# --- regressions found in review ------------------------------------------------------------
+
+
+async def test_a_followed_name_swapped_for_a_symlink_outside_is_not_read(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    outside = logs_dir.parent / "secret.txt"
+    outside.write_text("secret\n")
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"inside\n")
+        await stream.wait_text("data: inside\n")
+        (logs_dir / "tmp.lnk").symlink_to(outside)
+        os.replace(logs_dir / "tmp.lnk", log)
+        await stream.wait_text("event: deleted\n")
+        append(outside, b"more secret\n")
+        log.unlink()
+        append(log, b"real again\n")
+        events = await stream.wait_events(4)
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "inside"),
+        ("deleted", "deleted"),
+        ("created", "created"),
+        ("message", "real again"),
+    ]
+    assert "secret" not in stream.text
+
+
+async def test_a_log_replaced_by_a_folder_then_a_file(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        log.unlink()
+        log.mkdir()
+        await stream.wait_text("event: deleted\n")
+        log.rmdir()
+        append(log, b"after\n")
+        events = await stream.wait_events(3)
+    assert [e.event for e in events] == ["deleted", "created", "message"]
+
+
+async def test_two_names_for_one_file_both_get_live_lines(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    (logs_dir / "alias.log").symlink_to(logs_dir / "app.log")
+    async with tail(http, server) as direct, tail(http, server, "alias.log") as alias:
+        append(logs_dir / "app.log", b"for both\n")
+        assert lines(await direct.wait_events(1)) == ["for both"]
+        assert lines(await alias.wait_events(1)) == ["for both"]
+
+
+@pytest.mark.parametrize("query", ["tail=%C2%B2", "lastEventId=1-%C2%B2"])
+async def test_non_ascii_digits_are_a_clear_error(
+    server: str, http: aiohttp.ClientSession, query: str
+) -> None:
+    async with http.get(f"{server}/logs/app.log?{query}") as r:
+        if query.startswith("tail"):
+            assert r.status == 400
+        else:
+            stream = EventStream(r)
+            events = await stream.wait_events(1)
+            assert events[0].event == "reset"
+            assert '"reason": "malformed"' in events[0].data
+
+
+async def test_max_line_is_the_same_live_in_tail_and_in_resume(
+    start_server: Callable[..., Awaitable[str]], logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(logs=logs_dir, max_line=10)
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"0123456789ABCDEFGHIJ\nexactly10!\r\nshort\n")
+        live = await stream.wait_events(3)
+    assert [(e.event, e.data) for e in live] == [
+        ("cut", "0123456789"),
+        ("message", "exactly10!"),  # ten characters before its \r\n: not too long
+        ("message", "short"),
+    ]
+    async with tail(http, server, tail="3") as stream:
+        assert [(e.event, e.data, e.id) for e in await stream.wait_events(3)] == [
+            (e.event, e.data, e.id) for e in live
+        ]
+    async with tail(http, server, last_event_id=live[0].id) as stream:  # resume after a cut
+        assert [(e.event, e.data) for e in await stream.wait_events(2)] == [
+            ("message", "exactly10!"),
+            ("message", "short"),
+        ]
+
+
+async def test_tail_with_grep_finds_the_last_matching_lines(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    append(log, b"error one\n" + b"noise\n" * 5000 + b"ERROR two\nnoise\n")
+    async with tail(http, server, tail="2", grep="error") as stream:
+        assert lines(await stream.wait_events(2)) == ["error one", "ERROR two"]
+
+
+async def test_rotation_during_a_slow_catch_up_loses_nothing(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    block = b"".join(b"old %06d %s\n" % (n, b"x" * 200) for n in range(40_000))  # ~8 MB
+    append(log, b"first\n" + block)
+    inode = os.stat(log).st_ino
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the catch-up stalls on it
+    slow.connect((host, int(port)))
+    slow.sendall(f"GET /logs/app.log HTTP/1.0\r\nLast-Event-ID: {inode}-6\r\n\r\n".encode())
+    slow.setblocking(False)
+    async with tail(http, server) as watcher:  # a live subscriber, to know when the tail moved
+        append(log, b"OLDTAIL 1\nOLDTAIL 2\n")
+        os.rename(log, logs_dir / "app.log.1")
+        append(log, b"NEW 1\nNEW 2\n")
+        await watcher.wait_text("data: NEW 2\n")
+    received = bytearray()
+    loop = asyncio.get_running_loop()
+    append(log, b"NEW 3\n")
+    async with asyncio.timeout(20):
+        while b"data: NEW 3\n" not in received:
+            received += await loop.sock_recv(slow, 1 << 20)
+    slow.close()
+    events = list(parse_stream(received.decode().partition("\r\n\r\n")[2]))
+    assert lines(events)[:3] == [
+        "old 000000 " + "x" * 200,
+        "old 000001 " + "x" * 200,
+        "old 000002 " + "x" * 200,
+    ]
+    assert [(e.event, e.data) for e in events[40_000:]] == [
+        ("message", "OLDTAIL 1"),
+        ("message", "OLDTAIL 2"),
+        ("rotated", "rotated"),
+        ("message", "NEW 1"),
+        ("message", "NEW 2"),
+        ("message", "NEW 3"),
+    ]

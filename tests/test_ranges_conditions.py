@@ -109,7 +109,11 @@ def test_strong_etag_changes_with_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"one")
     first = strong_etag(os.stat(path))
     os.utime(path, ns=(1, 2))
-    assert strong_etag(os.stat(path)) != first
+    second = strong_etag(os.stat(path))
+    assert second != first
+    path.write_bytes(b"two")  # same size...
+    os.utime(path, ns=(1, 2))  # ...and the same mtime as before: still a new tag (ctime)
+    assert strong_etag(os.stat(path)) != second
     assert first.startswith('"')
     assert first.endswith('"')
     assert not first.startswith("W/")
@@ -174,7 +178,26 @@ def test_if_none_match_on_unsafe_method_fails() -> None:
     ],
 )
 def test_if_range(header: str | None, now: float, allowed: bool) -> None:
-    assert if_range_allows(header, ETAG, MTIME, now) is allowed
+    assert if_range_allows(header, ETAG, file_stat(MTIME + 0.25, MTIME + 0.25), now) is allowed
+
+
+def file_stat(mtime: float, ctime: float) -> os.stat_result:
+    """A stat result with just the times that If-Range looks at."""
+    return os.stat_result((0o100644, 1, 1, 1, 0, 0, 10, mtime, mtime, ctime))
+
+
+@pytest.mark.parametrize(
+    ("mtime", "ctime", "now", "allowed"),
+    [
+        (MTIME + 0.9, MTIME + 0.9, MTIME + 1.5, False),  # written 0.6 s ago, same second
+        (MTIME + 0.9, MTIME + 0.9, MTIME + 2.0, True),
+        (MTIME + 0.1, MTIME + 50, MTIME + 100, False),  # rewritten later, mtime set back
+    ],
+)
+def test_if_range_date_needs_a_settled_unchanged_file(
+    mtime: float, ctime: float, now: float, allowed: bool
+) -> None:
+    assert if_range_allows(DATE, ETAG, file_stat(mtime, ctime), now) is allowed
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ reports a change in its folder and on every periodic rescan; the events are
 encoded once and handed to the hub's own :class:`Fanout` (separate from the
 broker's, so ``/events`` subscribers to every topic do not get log lines).
 
-Topics inside that fan-out: the file's name for plain subscribers, and
-``name`` + NUL + needle for each ``grep`` filter in use, so subscribers with
+Topics inside that fan-out: the file's real path for plain subscribers
+(two names for one file share a feed), and path + NUL + needle for each
+``grep`` filter in use, so subscribers with
 the same filter share bytes and nobody filters per subscriber.
 
 Starting a subscriber without a gap or a duplicate: the feed's lock is held
@@ -34,17 +35,18 @@ log = logging.getLogger("streamer.logs")
 LINE_KINDS = frozenset({"message", "cut"})
 
 
-def grep_topic(name: str, needle: str) -> str:
-    return f"{name}\0{needle}"
+def grep_topic(path: str, needle: str) -> str:
+    return f"{path}\0{needle}"
 
 
 class Feed:
     """A followed file: its tail, lock, subscriber count and grep filters in use."""
 
-    def __init__(self, name: str, path: str, max_line: int) -> None:
-        self.name = name
-        self.path = path
-        self.tail = Tail(path, max_line)
+    __slots__ = ("lock", "needles", "path", "polling", "subscribers", "tail", "wanted")
+
+    def __init__(self, path: str, root: str, max_line: int) -> None:
+        self.path = path  # the real path: the feed's key and its topic in the fan-out
+        self.tail = Tail(path, root, max_line)
         self.lock = asyncio.Lock()
         self.subscribers = 0
         self.needles: Counter[str] = Counter()
@@ -62,18 +64,20 @@ class LogHub:
         self.polls = 0  # blocking poll calls made (on /metrics)
 
     @contextlib.asynccontextmanager
-    async def follow(self, name: str, path: str, needle: str | None) -> AsyncIterator[Feed]:
-        """The feed of ``path`` for one subscriber, created on first use and closed after
-        the last one leaves."""
+    async def follow(self, root: str, path: str, needle: str | None) -> AsyncIterator[Feed]:
+        """The feed of ``path`` (a real path inside ``root``) for one subscriber, created on
+        first use and closed after the last one leaves."""
         feed = self.feeds.get(path)
+        created = feed is None
         if feed is None:
-            feed = self.feeds[path] = Feed(name, path, self.max_line)
-            async with feed.lock:
-                await asyncio.to_thread(feed.tail.start_at_end)
-        feed.subscribers += 1
+            feed = self.feeds[path] = Feed(path, root, self.max_line)
+        feed.subscribers += 1  # before any await: a cancelled start still gets cleaned up
         if needle is not None:
             feed.needles[needle] += 1
         try:
+            if created:
+                async with feed.lock:
+                    await asyncio.to_thread(feed.tail.start_at_end)
             yield feed
         finally:
             feed.subscribers -= 1
@@ -102,7 +106,11 @@ class LogHub:
                     feed.wanted = False
                     if self.feeds.get(feed.path) is not feed:
                         return  # closed meanwhile
-                    events, more = await asyncio.to_thread(_poll_once, feed.tail)
+                    try:
+                        events, more = await asyncio.to_thread(_poll_once, feed.tail)
+                    except OSError:  # the file changed kind under us; the next poll retries
+                        log.exception("cannot read %s", feed.path)
+                        return
                     self.polls += 1
                     self.publish(feed, events)
                     if not (more or feed.wanted):
@@ -112,19 +120,19 @@ class LogHub:
 
     async def poll_all(self) -> None:
         for feed in list(self.feeds.values()):
-            await self.poll(feed)
+            await self.poll(feed)  # never raises for one file's trouble: see poll()
 
     def publish(self, feed: Feed, events: list[TailEvent]) -> None:
         fanout = self.fanout
         for event in events:
             frame = sse.encode_event(event.id, event.kind, event.data)
-            fanout.publish(Event(event.id or "", 0, feed.name, frame))
+            fanout.publish(Event(event.id or "", 0, feed.path, frame))
             if not feed.needles:
                 continue
             folded = event.data.casefold() if event.kind in LINE_KINDS else ""
             for needle in feed.needles:
                 if event.kind not in LINE_KINDS or needle in folded:
-                    fanout.publish(Event(event.id or "", 0, grep_topic(feed.name, needle), frame))
+                    fanout.publish(Event(event.id or "", 0, grep_topic(feed.path, needle), frame))
 
 
 def _poll_once(tail: Tail) -> tuple[list[TailEvent], bool]:

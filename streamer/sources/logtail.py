@@ -21,13 +21,18 @@ with it continues at exactly that byte while the inode is the same.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from typing import Final
+
+from ..paths import is_visible_inside
 
 READ_CHUNK: Final = 1024 * 1024
 MAX_READ_PER_POLL: Final = 8 * 1024 * 1024  # a poll returns at most this much; the next continues
 FINGERPRINT: Final = 32  # bytes before the offset compared on each poll to notice copytruncate
 MAX_LINE: Final = 64 * 1024
+MAX_TAIL_SCAN: Final = 64 * 1024 * 1024  # ?tail=N&grep= reads at most this far back
+TAIL_BLOCK: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +48,17 @@ def line_id(inode: int, offset: int) -> str:
 
 def parse_line_id(text: str) -> tuple[int, int] | None:
     inode, dash, offset = text.partition("-")
-    if not dash or not inode.isdigit() or not offset.isdigit():
+    if not dash or not (inode + offset).isascii() or not inode.isdigit() or not offset.isdigit():
         return None
     return int(inode), int(offset)
+
+
+def _content_length(buffer: bytes, start: int, end: int, complete: bool) -> int:
+    """Length of a line without its ``\r`` (a ``\r\n`` line may be ``max_line`` long)."""
+    length = end - start
+    if complete and length and buffer[end - 1] == 13:
+        length -= 1
+    return length
 
 
 def decode(line: bytes) -> str:
@@ -86,7 +99,7 @@ class LineSplitter:
                     start = len(buffer)
                     break
                 self._skipping = False
-            elif end - start > self.max_line:
+            elif _content_length(buffer, start, end, newline >= 0) > self.max_line:
                 cut = start + self.max_line
                 events.append(
                     TailEvent("cut", line_id(inode, base + cut), decode(buffer[start:cut]))
@@ -123,8 +136,10 @@ class LineSplitter:
 class Tail:
     """One followed file name. Not thread-safe: one poll at a time (the hub's lock)."""
 
-    def __init__(self, path: str, max_line: int = MAX_LINE) -> None:
+    def __init__(self, path: str, root: str, max_line: int = MAX_LINE) -> None:
         self.path = path
+        self.root = root  # what is opened must be a visible regular file inside it
+        self.generation = 0  # bumped on every rotation, truncation or re-creation
         self.fd: int | None = None
         self.inode = 0
         self.splitter = LineSplitter(0, max_line)
@@ -154,26 +169,27 @@ class Tail:
             st = os.stat(self.path)
         except OSError:
             st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            st = None  # a folder or a FIFO under the name: as good as gone
         if st is None:
             if self.fd is not None:
                 events += self._drain_old()
                 events.append(TailEvent("deleted", None, "deleted"))
             return events
         if self.fd is None or st.st_ino != self.inode:
-            reappeared = self.fd is None and not self.exists
-            if self.fd is not None:
+            was_open = self.fd is not None
+            reappeared = not was_open and not self.exists
+            if was_open:
                 events += self._drain_old()
-            if self._open() is None:
+            if self._open() is None:  # vanished again, or now leads outside the folder
+                if was_open:
+                    events.append(TailEvent("deleted", None, "deleted"))
                 return events
-            self.splitter.reset(0)
-            self._read_pos = 0
-            self._fingerprint = b""
+            self._restart()
             kind = "created" if reappeared else "rotated"
             events.append(TailEvent(kind, line_id(self.inode, 0), kind))
         elif self._was_truncated():
-            self.splitter.reset(0)
-            self._read_pos = 0
-            self._fingerprint = b""
+            self._restart()
             events.append(TailEvent("truncated", line_id(self.inode, 0), "truncated"))
         events += self._read_new()
         return events
@@ -194,10 +210,15 @@ class Tail:
 
     # -- internals ------------------------------------------------------------------
 
+    def _restart(self) -> None:
+        self.splitter.reset(0)
+        self._read_pos = 0
+        self._fingerprint = b""
+        self.generation += 1
+
     def _open(self) -> int | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+        fd = open_log(self.root, self.path)
+        if fd is None:
             self.exists = False
             return None
         self.close()
@@ -247,10 +268,44 @@ class Tail:
         return events
 
 
+def open_log(root: str, path: str) -> int | None:
+    """An fd of ``path`` if it is a regular file whose real path is visible inside ``root``
+    (the name may have been swapped for a symlink leading elsewhere since it was checked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+    if stat.S_ISREG(os.fstat(fd).st_mode) and is_visible_inside(root, real):
+        return fd
+    os.close(fd)
+    return None
+
+
+def line_start_at_or_after(fd: int, offset: int) -> int:
+    """``offset`` if a line starts there, else the start of the next line (resuming from the
+    id of a ``cut`` event skips the rest of that line, as live subscribers did)."""
+    if offset == 0 or os.pread(fd, 1, offset - 1) == b"\n":
+        return offset
+    position = offset
+    while block := os.pread(fd, 64 * 1024, position):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return position
+
+
 def last_line_end(fd: int, size: int) -> int:
-    """Offset just after the last newline at or before ``size`` (0 if none)."""
+    """Offset just after the last newline before ``size``: 0 if the file has none, ``size``
+    if there is none in the last :data:`MAX_TAIL_SCAN` bytes (a huge unfinished line)."""
     position = size
     while position > 0:
+        if size - position >= MAX_TAIL_SCAN:
+            return size
         start = max(0, position - 64 * 1024)
         block = os.pread(fd, position - start, start)
         newline = block.rfind(b"\n")
@@ -275,26 +330,53 @@ def read_lines(
 
 
 def last_lines(
-    fd: int, inode: int, stop: int, count: int, max_line: int = MAX_LINE
+    fd: int,
+    inode: int,
+    stop: int,
+    count: int,
+    max_line: int = MAX_LINE,
+    needle: str | None = None,
 ) -> list[TailEvent]:
-    """The last ``count`` complete lines before ``stop``, read backwards in blocks."""
-    if count <= 0 or stop <= 0:
-        return []
-    position = stop
-    newlines = 0
-    while position > 0 and newlines <= count:
-        start = max(0, position - 64 * 1024)
-        block = os.pread(fd, position - start, start)
-        newlines += block.count(b"\n")
-        position = start
-    # ``position`` is now before the count-th last newline (or 0); walk forward from there.
-    events: list[TailEvent] = []
-    offset = position
-    while offset < stop:
-        chunk, offset_after = read_lines(fd, inode, offset, stop, max_line)
-        if offset_after == offset:
-            break
-        events += chunk
-        offset = offset_after
-    lines = [event for event in events if event.kind in ("message", "cut")]
-    return lines[-count:]
+    """The last ``count`` complete lines before ``stop`` (that contain ``needle``, if given),
+    read backwards in blocks, never more than :data:`MAX_TAIL_SCAN` bytes."""
+    found: list[TailEvent] = []
+    end = stop  # lines before ``end`` are still to be looked at; a line starts at ``end``
+    while end > 0 and len(found) < count and stop - end < MAX_TAIL_SCAN:
+        start = max(0, end - TAIL_BLOCK)
+        data = os.pread(fd, end - start, start)
+        newline = _first_newline(data)
+        while newline < 0 < start and stop - start < MAX_TAIL_SCAN:  # one very long line
+            start = max(0, start - TAIL_BLOCK)
+            data = os.pread(fd, end - start, start)
+            newline = _first_newline(data)
+        if newline < 0 < start:
+            break  # a line longer than the whole scan budget
+        first = 0 if start == 0 else newline + 1  # the block's first line may be partial
+        base = start + first
+        pieces = data[first:].split(b"\n")[:-1]  # the last piece is empty (or a cut's rest)
+        offsets = []
+        position = base
+        for piece in pieces:
+            offsets.append(position)
+            position += len(piece) + 1
+        for piece, line_start in zip(reversed(pieces), reversed(offsets), strict=True):
+            event = _whole_line(inode, piece, line_start, max_line)
+            if needle is None or needle in event.data.casefold():
+                found.append(event)
+                if len(found) == count:
+                    break
+        end = base
+    found.reverse()
+    return found
+
+
+def _first_newline(data: bytes) -> int:
+    """Where the block's first (possibly partial) line ends; the newline that ends the
+    block itself does not count."""
+    return data.find(b"\n", 0, max(0, len(data) - 1))
+
+
+def _whole_line(inode: int, line: bytes, start: int, max_line: int) -> TailEvent:
+    if len(line) - line.endswith(b"\r") > max_line:
+        return TailEvent("cut", line_id(inode, start + max_line), decode(line[:max_line]))
+    return TailEvent("message", line_id(inode, start + len(line) + 1), decode(line))

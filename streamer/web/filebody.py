@@ -122,5 +122,9 @@ async def send_pieces(
             return response
         except ConnectionError:  # the client went away
             return response
+        except RuntimeError:  # asyncio's sendfile on a transport the client just closed
+            if transport is None or not transport.is_closing():
+                raise
+            return response
     await response.write_eof()
     return response

@@ -129,6 +129,14 @@ class MediaFile:
             raise Folder
         return None  # FIFOs, sockets, devices
 
+    def open_folder(self, user_path: str) -> None:
+        """Raise :class:`Folder` if ``user_path`` is a visible folder inside the root."""
+        opened = open_inside(self.root, user_path, _OPEN_FLAGS)
+        if opened is not None:
+            self._fds.append(opened[0])
+            if stat.S_ISDIR(os.fstat(opened[0]).st_mode):
+                raise Folder
+
     def sidecar(
         self, original: Representation, codings: list[str], cache: SmallFileCache
     ) -> Representation | None:
@@ -176,13 +184,18 @@ def check_query(request: web.Request) -> tuple[bool, bool]:
 async def serve_file(request: web.Request) -> web.StreamResponse:
     root = str(request.app[SETTINGS].media)
     user_path = request.match_info["path"]
-    raw = request.raw_path.lower()
-    if any(token in raw for token in _SMUGGLED):
+    raw_path = request.raw_path.partition("?")[0].lower()
+    if any(token in raw_path for token in _SMUGGLED):
         raise not_found()
+    folder_only = user_path.endswith("/")  # "sub/" may only name a folder
+    user_path = user_path.removesuffix("/")
     download, want_hash = check_query(request)
     for _attempt in range(2):
         media = MediaFile(root, user_path)
         try:
+            if folder_only:
+                media.open_folder(user_path)
+                raise not_found()
             return await _respond(request, media, download, want_hash)
         except FileShrank:
             continue  # changed between fstat and read, before anything was sent: look again
@@ -208,7 +221,8 @@ async def _respond(
     name = os.path.basename(original.path)
     codings = request.app[SIDECAR_INDEX].codings(original.path)
     rep = original
-    if codings and "Range" not in request.headers:  # never a sidecar for a range
+    range_applies = request.method == "GET" and "Range" in request.headers
+    if codings and not range_applies:  # never a sidecar for a range (HEAD ignores Range)
         accepted = preferred_codings(request.headers.get("Accept-Encoding"), codings)
         rep = media.sidecar(original, accepted, cache) or original
     headers = base_headers(rep, name, vary=bool(codings))
@@ -225,7 +239,7 @@ async def _respond(
     if request.method == "GET" and size > 0:  # RFC 9110: only GET has range semantics
         range_header = request.headers.get("Range")
         if range_header is not None and if_range_allows(
-            request.headers.get("If-Range"), rep.etag, mtime, time.time()
+            request.headers.get("If-Range"), rep.etag, rep.stat, time.time()
         ):
             ranges = parse_range(range_header, size)
     if ranges is UNSATISFIABLE:

@@ -28,8 +28,16 @@ from .. import sse
 from ..errors import Problem
 from ..logconfig import BatchingHandler, FastFormatter
 from ..paths import clean_parts, resolve_inside
-from ..sources.loghub import Feed, LogHub, grep_topic
-from ..sources.logtail import TailEvent, last_lines, line_id, parse_line_id, read_lines
+from ..sources.loghub import LINE_KINDS, Feed, LogHub, grep_topic
+from ..sources.logtail import (
+    TailEvent,
+    decode,
+    last_lines,
+    line_id,
+    line_start_at_or_after,
+    parse_line_id,
+    read_lines,
+)
 from ..sources.watcher import Changes, Watcher
 from .events import SSE_HEADERS, SseStream, chunked, unframed
 from .files import not_found
@@ -89,7 +97,7 @@ async def api_logs(request: web.Request) -> web.Response:
 def _query(request: web.Request) -> tuple[int, str | None]:
     """``(tail, grep needle)`` from ``?tail=N&grep=text``; 400 when malformed."""
     tail_text = request.query.get("tail", "0")
-    if not tail_text.isdigit() or int(tail_text) > MAX_TAIL:
+    if not (tail_text.isascii() and tail_text.isdigit()) or int(tail_text) > MAX_TAIL:
         raise Problem(
             400, "bad-query", f"tail must be a number from 0 to {MAX_TAIL}.", parameter="tail"
         )
@@ -102,10 +110,12 @@ def _query(request: web.Request) -> tuple[int, str | None]:
 
 
 def _encode(events: list[TailEvent], needle: str | None) -> bytes:
+    """SSE bytes of ``events``; with a grep ``needle``, lines without it are left out
+    (rotation, truncation and deletion always pass, as they do live)."""
     return b"".join(
         sse.encode_event(event.id, event.kind, event.data)
         for event in events
-        if needle is None or needle in event.data.casefold()
+        if needle is None or event.kind not in LINE_KINDS or needle in event.data.casefold()
     )
 
 
@@ -121,18 +131,81 @@ def _open_inode(path: str, inode: int) -> int | None:
     return fd
 
 
-async def _catch_up(
-    response: web.StreamResponse, fd: int, inode: int, start: int, stop: int, needle: str | None
-) -> int:
-    """Write the lines from ``start`` to ``stop`` with flow control; the offset reached."""
+async def _read_span(
+    fd: int, inode: int, start: int, stop: int, max_line: int
+) -> AsyncIterator[tuple[list[TailEvent], int]]:
+    """The lines from ``start`` to ``stop`` in chunks, with the offset each chunk reaches."""
     offset = start
     while offset < stop:
-        events, reached = await asyncio.to_thread(read_lines, fd, inode, offset, stop)
+        events, reached = await asyncio.to_thread(read_lines, fd, inode, offset, stop, max_line)
         if reached == offset:
-            break
-        await response.write(_encode(events, needle))
+            return
+        yield events, reached
         offset = reached
-    return offset
+
+
+class Resumption:
+    """A subscriber continuing from ``<inode>-<offset>``: its own fd on that inode."""
+
+    def __init__(self, fd: int, inode: int, position: int, generation: int) -> None:
+        self.fd = fd
+        self.inode = inode
+        self.position = position
+        self.generation = generation  # the tail's, when the catch-up started
+
+    async def catch_up(
+        self, response: web.StreamResponse, stop: int, max_line: int, needle: str | None
+    ) -> None:
+        """Most of the catch-up, written with flow control without holding up the feed."""
+        async for events, reached in _read_span(self.fd, self.inode, self.position, stop, max_line):
+            await response.write(_encode(events, needle))
+            self.position = reached
+
+    async def finish(self, feed: Feed, max_line: int) -> list[TailEvent]:
+        """Under the feed's lock: the rest up to where the tail is now. When the file was
+        rotated, truncated or deleted meanwhile, what the tail published about it is
+        recreated: the rest of the old file, the event, the new file so far."""
+        tail = feed.tail
+        fd, inode = self.fd, self.inode
+        events: list[TailEvent] = []
+        same_file = tail.generation == self.generation and tail.inode == inode
+        if same_file and tail.fd is not None:
+            async for chunk, _ in _read_span(fd, inode, self.position, tail.offset, max_line):
+                events += chunk
+            return events
+        if tail.inode != inode or tail.fd is None:  # the old file to its end, as the tail did
+            size = os.fstat(fd).st_size
+            async for chunk, reached in _read_span(fd, inode, self.position, size, max_line):
+                events += chunk
+                self.position = reached
+            if self.position < size:  # its unfinished last line
+                rest = os.pread(fd, min(size - self.position, max_line), self.position)
+                events.append(TailEvent("message", line_id(inode, size), decode(rest)))
+        if tail.fd is None:
+            events.append(TailEvent("deleted", None, "deleted"))
+            return events
+        kind = "rotated" if tail.inode != inode else "truncated"
+        events.append(TailEvent(kind, line_id(tail.inode, 0), kind))
+        async for chunk, _ in _read_span(tail.fd, tail.inode, 0, tail.offset, max_line):
+            events += chunk
+        return events
+
+
+def _resumption(feed: Feed, last_id: str) -> Resumption | str:
+    """Where a reconnecting subscriber continues, or why it cannot (the reset reason)."""
+    resume = parse_line_id(last_id)
+    if resume is None:
+        return "malformed"
+    inode, offset = resume
+    if inode != feed.tail.inode:
+        return "gone"
+    if offset > feed.tail.offset:
+        return "unknown"
+    fd = _open_inode(feed.path, inode)
+    if fd is None:
+        return "gone"
+    start = line_start_at_or_after(fd, offset)
+    return Resumption(fd, inode, start, feed.tail.generation)
 
 
 async def _open_stream(
@@ -151,53 +224,36 @@ async def _open_stream(
     before a long catch-up), so a client that sees it and appends a line gets that line.
     """
     hub = request.app[LOG_HUB]
+    max_line = hub.max_line
     last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    resume = parse_line_id(last_id) if last_id else None
-    fd = None
-    reset = None
-    position = 0
-    if last_id is not None:
-        if resume is None:
-            reset = "malformed"
-        elif resume[0] != feed.tail.inode or resume[1] > feed.tail.offset:
-            reset = "gone" if resume[0] != feed.tail.inode else "unknown"
-        else:
-            fd = _open_inode(feed.path, resume[0])
-            reset = "gone" if fd is None else None
+    resumption = _resumption(feed, last_id) if last_id is not None else None
     try:
-        if fd is not None:  # most of the catch-up without holding up the feed
-            assert resume is not None
+        if isinstance(resumption, Resumption):
             await response.write(preamble)
             preamble = b""
-            position = await _catch_up(response, fd, resume[0], resume[1], feed.tail.offset, needle)
+            await resumption.catch_up(response, feed.tail.offset, max_line, needle)
         async with feed.lock:
             hub.fanout.flush()  # nothing published before this moment reaches the stream
-            inode, offset = feed.tail.inode, feed.tail.offset
-            if fd is not None:
-                pending: list[TailEvent] = []
-                while position < offset and fd is not None:
-                    events, reached = await asyncio.to_thread(
-                        read_lines, fd, inode, position, offset
-                    )
-                    if reached == position:
-                        break
-                    pending += events
-                    position = reached
-                opening = _encode(pending, needle)
-            elif reset is not None:
-                data = json.dumps({"reason": reset, "lastEventId": (last_id or "")[:200]})
-                opening = sse.encode_event(line_id(inode, offset), "reset", data)
-            elif tail and feed.tail.fd is not None:
-                tail_fd = feed.tail.fd
-                events = await asyncio.to_thread(last_lines, tail_fd, inode, offset, tail)
-                opening = _encode(events, needle)
+            tail_state = feed.tail
+            if isinstance(resumption, Resumption):
+                opening = _encode(await resumption.finish(feed, max_line), needle)
+            elif isinstance(resumption, str):
+                data = json.dumps({"reason": resumption, "lastEventId": (last_id or "")[:200]})
+                live_id = line_id(tail_state.inode, tail_state.offset)
+                opening = sse.encode_event(live_id, "reset", data)
+            elif tail and tail_state.fd is not None:
+                events = await asyncio.to_thread(
+                    last_lines, tail_state.fd, tail_state.inode, tail_state.offset, tail,
+                    max_line, needle,
+                )  # fmt: skip
+                opening = _encode(events, None)
             else:
                 opening = b""
             hub.fanout.add(stream)
         return preamble + opening
     finally:
-        if fd is not None:
-            os.close(fd)
+        if isinstance(resumption, Resumption):
+            os.close(resumption.fd)
 
 
 def _log_path(root: str, name: str, raw_path: str) -> str | None:
@@ -216,7 +272,6 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     path = _log_path(str(settings.logs), request.match_info["name"], request.raw_path)
     if path is None:
         raise not_found()
-    name = request.match_info["name"]
     tail, needle = _query(request)
     hub = request.app[LOG_HUB]
 
@@ -228,7 +283,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None or transport.is_closing():
         return response
-    topic = name if needle is None else grep_topic(name, needle)
+    topic = path if needle is None else grep_topic(path, needle)
     stream = SseStream(
         hub.fanout.shared_topics(frozenset({topic})),
         chunked if is_chunked else unframed,
@@ -236,7 +291,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
         hub.fanout,
         settings.max_buffer,
     )
-    async with hub.follow(name, path, needle) as feed:
+    async with hub.follow(str(settings.logs), path, needle) as feed:
         try:
             preamble = sse.encode_preamble(settings.retry)
             opening = await _open_stream(request, response, feed, stream, tail, needle, preamble)
