@@ -35,6 +35,7 @@ from ..sources.logtail import (
     last_lines,
     line_id,
     line_start_at_or_after,
+    open_log,
     parse_line_id,
     read_lines,
 )
@@ -49,7 +50,6 @@ log = logging.getLogger("streamer.logs")
 OWN_LOG: Final = "streamer.log"  # the server's own log, written into the logs folder
 MAX_TAIL: Final = 10_000
 MAX_GREP: Final = 200
-CATCH_UP_LOCKED: Final = 1024 * 1024  # catch up without the lock until this close to live
 MEDIA_CHANGES: Final = {
     Change.added: "created",
     Change.modified: "modified",
@@ -119,18 +119,6 @@ def _encode(events: list[TailEvent], needle: str | None) -> bytes:
     )
 
 
-def _open_inode(path: str, inode: int) -> int | None:
-    """An fd of ``path`` if it is still that inode."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    if os.fstat(fd).st_ino != inode:
-        os.close(fd)
-        return None
-    return fd
-
-
 async def _read_span(
     fd: int, inode: int, start: int, stop: int, max_line: int
 ) -> AsyncIterator[tuple[list[TailEvent], int]]:
@@ -192,7 +180,8 @@ class Resumption:
 
 
 def _resumption(feed: Feed, last_id: str) -> Resumption | str:
-    """Where a reconnecting subscriber continues, or why it cannot (the reset reason)."""
+    """Where a reconnecting subscriber continues, or why it cannot (the reset reason).
+    Blocking: run in a worker thread."""
     resume = parse_line_id(last_id)
     if resume is None:
         return "malformed"
@@ -201,11 +190,20 @@ def _resumption(feed: Feed, last_id: str) -> Resumption | str:
         return "gone"
     if offset > feed.tail.offset:
         return "unknown"
-    fd = _open_inode(feed.path, inode)
-    if fd is None:
+    fd = open_log(feed.tail.root, feed.path)
+    if fd is None or os.fstat(fd).st_ino != inode:
+        if fd is not None:
+            os.close(fd)
         return "gone"
     start = line_start_at_or_after(fd, offset)
     return Resumption(fd, inode, start, feed.tail.generation)
+
+
+def _discard_resumption(finding: asyncio.Future[Resumption | str]) -> None:
+    if not finding.cancelled() and finding.exception() is None:
+        found = finding.result()
+        if isinstance(found, Resumption):
+            os.close(found.fd)
 
 
 async def _open_stream(
@@ -226,7 +224,14 @@ async def _open_stream(
     hub = request.app[LOG_HUB]
     max_line = hub.max_line
     last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    resumption = _resumption(feed, last_id) if last_id is not None else None
+    resumption = None
+    if last_id is not None:
+        finding = asyncio.ensure_future(asyncio.to_thread(_resumption, feed, last_id))
+        try:
+            resumption = await asyncio.shield(finding)
+        except asyncio.CancelledError:  # the client left: close the fd the thread opens
+            finding.add_done_callback(_discard_resumption)
+            raise
     try:
         if isinstance(resumption, Resumption):
             await response.write(preamble)
