@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(logs.logs_ctx)
     app.on_response_prepare.append(finish_headers)
     app.on_shutdown.append(events.close_streams)
+    app.on_shutdown.append(logs.end_catch_ups)
     events.add_routes(app)
     files.add_routes(app)
     listing.add_routes(app)

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -518,3 +519,26 @@ async def test_rotation_during_a_slow_catch_up_loses_nothing(
         ("message", "NEW 2"),
         ("message", "NEW 3"),
     ]
+
+
+async def test_shutdown_ends_a_subscriber_that_is_still_catching_up(logs_dir: Path) -> None:
+    log = logs_dir / "app.log"
+    log.write_bytes(b"".join(b"line %06d %s\n" % (n, b"x" * 200) for n in range(40_000)))
+    inode = os.stat(log).st_ino
+    server = running(make_settings(logs=logs_dir, shutdown_timeout=1.0))
+    url = await server.__aenter__()
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((host, int(port)))
+        slow.sendall(f"GET /logs/app.log HTTP/1.0\r\nLast-Event-ID: {inode}-0\r\n\r\n".encode())
+        slow.setblocking(False)
+        loop = asyncio.get_running_loop()
+        assert (await loop.sock_recv(slow, 4096)).startswith(b"HTTP/1.0 200 OK")  # catching up
+        started = time.monotonic()
+        await server.__aexit__(None, None, None)
+        assert time.monotonic() - started < 1.5
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(5):  # the connection is closed: reading reaches its end
+                while await loop.sock_recv(slow, 1 << 20):
+                    pass

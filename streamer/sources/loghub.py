@@ -61,6 +61,9 @@ class LogHub:
         self.fanout = Fanout()
         self.max_line = max_line
         self.feeds: dict[str, Feed] = {}  # by real path
+        # transports of subscribers still catching up (not in the fan-out yet), so that a
+        # shutdown can end them too
+        self.catching_up: set[asyncio.Transport] = set()
         self.polls = 0  # blocking poll calls made (on /metrics)
 
     @contextlib.asynccontextmanager

@@ -296,24 +296,27 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
         hub.fanout,
         settings.max_buffer,
     )
-    async with hub.follow(str(settings.logs), path, needle) as feed:
-        try:
+    hub.catching_up.add(transport)  # until it is in the fan-out: see end_catch_ups
+    try:
+        async with hub.follow(str(settings.logs), path, needle) as feed:
             preamble = sse.encode_preamble(settings.retry)
             opening = await _open_stream(request, response, feed, stream, tail, needle, preamble)
+            hub.catching_up.discard(transport)
             if opening:
                 await response.write(opening)
             stream.go_live()
             if await stream.closed == "shutdown":
                 await response.write_eof()
-        except ConnectionError:
-            pass
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not transport.is_closing() or task is None:
-                raise
-            task.uncancel()  # the client left: a normal end, logged like any request
-        finally:
-            hub.fanout.remove(stream)
+    except ConnectionError:
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not transport.is_closing() or task is None:
+            raise
+        task.uncancel()  # the client left: a normal end, logged like any request
+    finally:
+        hub.catching_up.discard(transport)
+        hub.fanout.remove(stream)
     return response
 
 
@@ -401,6 +404,13 @@ async def logs_ctx(app: web.Application) -> AsyncIterator[None]:
         logging.getLogger().removeHandler(own_log)
         own_log.close()
         own_log.stream.close()
+
+
+async def end_catch_ups(app: web.Application) -> None:
+    """``on_shutdown``: subscribers still catching up are not in the fan-out, so the
+    streams' graceful end does not reach them; close them (they resume by id)."""
+    for transport in list(app[LOG_HUB].catching_up):
+        transport.abort()  # close() would wait for a buffer the client is not reading
 
 
 def add_routes(app: web.Application) -> None:
