@@ -493,6 +493,7 @@ async def test_rotation_during_a_slow_catch_up_loses_nothing(
     slow.connect((host, int(port)))
     slow.sendall(f"GET /logs/app.log HTTP/1.0\r\nLast-Event-ID: {inode}-6\r\n\r\n".encode())
     slow.setblocking(False)
+    await wait_for(lambda: log_subscribers(http, server), timeout=5)  # registered, catching up
     async with tail(http, server) as watcher:  # a live subscriber, to know when the tail moved
         append(log, b"OLDTAIL 1\nOLDTAIL 2\n")
         os.rename(log, logs_dir / "app.log.1")
@@ -542,3 +543,199 @@ async def test_shutdown_ends_a_subscriber_that_is_still_catching_up(logs_dir: Pa
             async with asyncio.timeout(5):  # the connection is closed: reading reaches its end
                 while await loop.sock_recv(slow, 1 << 20):
                     pass
+
+
+# --- regressions found in the second review ---------------------------------------------------
+
+
+async def log_subscribers(http: aiohttp.ClientSession, server: str) -> int:
+    async with http.get(f"{server}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("streamer_log_subscribers "):
+                return int(line.split()[1])
+    raise AssertionError("no streamer_log_subscribers metric")
+
+
+def slow_resume(server: str, name: str, last_id: str) -> socket.socket:
+    """A subscriber resuming from ``last_id`` that reads nothing yet: its catch-up stalls."""
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect((host, int(port)))
+    slow.sendall(f"GET /logs/{name} HTTP/1.0\r\nLast-Event-ID: {last_id}\r\n\r\n".encode())
+    slow.setblocking(False)
+    return slow
+
+
+async def live_socket(server: str, name: str) -> socket.socket:
+    """A plain subscriber on a raw socket (cheap to read megabytes from), once it is live."""
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET /logs/{name} HTTP/1.0\r\n\r\n".encode())
+    sock.setblocking(False)
+    received = b""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        while b": connected\n\n" not in received:
+            received += await loop.sock_recv(sock, 65536)
+    return sock
+
+
+async def read_until(slow: socket.socket, marker: bytes, timeout: float = 20) -> list[ParsedEvent]:
+    received = bytearray()
+    loop = asyncio.get_running_loop()
+    with slow:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await loop.sock_recv(slow, 1 << 20)
+                assert chunk, "connection closed"
+                received += chunk
+                if marker in received[-(len(chunk) + len(marker)) :]:
+                    break
+    return list(parse_stream(received.decode().partition("\r\n\r\n")[2]))
+
+
+async def test_two_rotations_during_a_catch_up_are_all_delivered(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    append(log, b"first\n" + b"".join(b"old %06d %s\n" % (n, b"x" * 200) for n in range(40_000)))
+    slow = slow_resume(server, "app.log", f"{os.stat(log).st_ino}-6")
+    await wait_for(lambda: log_subscribers(http, server), timeout=5)  # registered, catching up
+    async with tail(http, server) as watcher:
+        append(log, b"A-last\n")
+        os.rename(log, logs_dir / "app.log.1")
+        append(log, b"B1\nB2\n")
+        await watcher.wait_text("data: B2\n")
+        os.rename(log, logs_dir / "app.log.2")
+        append(log, b"C1\n")
+        await watcher.wait_text("data: C1\n")
+    events = await read_until(slow, b"data: C1\n")
+    assert lines(events)[:40_000] == [f"old {n:06d} " + "x" * 200 for n in range(40_000)]
+    assert [(e.event, e.data) for e in events[40_000:]] == [
+        ("message", "A-last"),
+        ("rotated", "rotated"),
+        ("message", "B1"),
+        ("message", "B2"),
+        ("rotated", "rotated"),
+        ("message", "C1"),
+    ]
+
+
+async def test_truncation_during_a_catch_up_never_mixes_old_and_new(
+    start_server: Callable[..., Awaitable[str]], logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    # room for 8 MB of live lines in the backlog while the catch-up is stalled
+    server = await start_server(logs=logs_dir, max_buffer=32 << 20)
+    log = logs_dir / "app.log"
+    append(log, b"first\n" + b"".join(b"old %06d %s\n" % (n, b"x" * 200) for n in range(40_000)))
+    slow = slow_resume(server, "app.log", f"{os.stat(log).st_ino}-6")
+    new = b"".join(b"new %06d %s\n" % (n, b"y" * 200) for n in range(40_000))
+    await wait_for(lambda: log_subscribers(http, server), timeout=5)  # registered, catching up
+    live = await live_socket(server, "app.log")
+    truncate_and_write(log, new)  # longer than where the catch-up was
+    await read_until(live, b"new 039999")  # the tail has seen it all
+    events = await read_until(slow, b"new 039999", timeout=60)
+    kinds = [e.event for e in events]
+    cut = kinds.index("truncated")
+    before, after = lines(events[:cut]), lines(events[cut + 1 :])
+    assert before == [f"old {n:06d} " + "x" * 200 for n in range(len(before))]
+    assert after == [f"new {n:06d} " + "y" * 200 for n in range(40_000)]
+    assert "cut" not in kinds
+
+
+async def test_truncation_while_a_partial_line_is_held(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"done\npartial-old")
+        await stream.wait_text("data: done\n")
+
+        async def polled() -> bool:  # the server has read the partial line
+            async with http.get(f"{server}/metrics") as r:
+                text = await r.text()
+            return "streamer_log_polls_total 0\n" not in text
+
+        await wait_for(polled)
+        truncate_and_write(log, b"brand new line one\nline two\n")
+        events = await stream.wait_events(4)
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "done"),
+        ("truncated", "truncated"),
+        ("message", "brand new line one"),
+        ("message", "line two"),
+    ]
+
+
+async def test_a_cut_line_across_catch_up_chunks_matches_live(
+    start_server: Callable[..., Awaitable[str]], logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(logs=logs_dir, max_line=100)
+    log = logs_dir / "app.log"
+    head = b"start\n"
+    filler_size = (1 << 20) - 150 - len(head)  # the long line starts 150 bytes before 1 MiB
+    filler = b"".join(b"%099d\n" % n for n in range(filler_size // 100))
+    filler += b"z" * (filler_size - len(filler) - 1) + b"\n"
+    async with tail(http, server) as stream:
+        append(log, head + filler + b"L" * 150 + b"R" * 150 + b"\nafter\n")
+        await stream.wait_text("data: after\n", timeout=10)
+    live = stream.events[-2:]
+    assert [(e.event, e.data) for e in live] == [("cut", "L" * 100), ("message", "after")]
+    async with tail(http, server, last_event_id=f"{os.stat(log).st_ino}-6") as resumed:
+        await resumed.wait_text("data: after\n", timeout=10)
+    assert [(e.event, e.data, e.id) for e in resumed.events[-2:]] == [
+        (e.event, e.data, e.id) for e in live
+    ]
+    async with tail(http, server, tail="2") as last:
+        assert [(e.event, e.data, e.id) for e in await last.wait_events(2)] == [
+            (e.event, e.data, e.id) for e in live
+        ]
+
+
+async def test_crlf_split_across_writes_at_exactly_max_line(
+    start_server: Callable[..., Awaitable[str]], logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(logs=logs_dir, max_line=10)
+    log = logs_dir / "app.log"
+    async with tail(http, server) as stream:
+        append(log, b"0123456789\r")
+
+        async def polled() -> bool:
+            async with http.get(f"{server}/metrics") as r:
+                return "streamer_log_polls_total 0\n" not in await r.text()
+
+        await wait_for(polled)
+        append(log, b"\nnext\n")
+        events = await stream.wait_events(2)
+    assert [(e.event, e.data) for e in events] == [("message", "0123456789"), ("message", "next")]
+
+
+async def test_a_symlinked_name_follows_its_new_target(
+    server: str, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    (logs_dir / "app-1.log").write_text("")
+    (logs_dir / "app-2.log").write_text("")
+    (logs_dir / "current.log").symlink_to("app-1.log")
+    async with tail(http, server, "current.log") as stream:
+        append(logs_dir / "app-1.log", b"one-1\n")
+        await stream.wait_text("data: one-1\n")
+        (logs_dir / "next.lnk").symlink_to("app-2.log")
+        os.replace(logs_dir / "next.lnk", logs_dir / "current.log")
+        append(logs_dir / "app-2.log", b"two-1\n")
+        events = await stream.wait_events(3)
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "one-1"),
+        ("rotated", "rotated"),
+        ("message", "two-1"),
+    ]
+
+
+async def test_an_absurdly_long_id_is_a_malformed_reset(
+    server: str, http: aiohttp.ClientSession
+) -> None:
+    async with tail(http, server, last_event_id="9" * 5000 + "-1") as stream:
+        events = await stream.wait_events(1)
+    assert events[0].event == "reset"
+    assert '"reason": "malformed"' in events[0].data

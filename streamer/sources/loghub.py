@@ -6,9 +6,9 @@ reports a change in its folder and on every periodic rescan; the events are
 encoded once and handed to the hub's own :class:`Fanout` (separate from the
 broker's, so ``/events`` subscribers to every topic do not get log lines).
 
-Topics inside that fan-out: the file's real path for plain subscribers
-(two names for one file share a feed), and path + NUL + needle for each
-``grep`` filter in use, so subscribers with
+Topics inside that fan-out: the log's path (by name: a symlink is followed
+to wherever it points) for plain subscribers, and path + NUL + needle for
+each ``grep`` filter in use, so subscribers with
 the same filter share bytes and nobody filters per subscriber.
 
 Starting a subscriber without a gap or a duplicate: the feed's lock is held
@@ -45,7 +45,7 @@ class Feed:
     __slots__ = ("lock", "needles", "path", "polling", "subscribers", "tail", "wanted")
 
     def __init__(self, path: str, root: str, max_line: int) -> None:
-        self.path = path  # the real path: the feed's key and its topic in the fan-out
+        self.path = path  # the log's path by name: the feed's key and its topic in the fan-out
         self.tail = Tail(path, root, max_line)
         self.lock = asyncio.Lock()
         self.subscribers = 0
@@ -60,7 +60,7 @@ class LogHub:
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.fanout = Fanout()
         self.max_line = max_line
-        self.feeds: dict[str, Feed] = {}  # by real path
+        self.feeds: dict[str, Feed] = {}  # by path
         # transports of subscribers still catching up (not in the fan-out yet), so that a
         # shutdown can end them too
         self.catching_up: set[asyncio.Transport] = set()
@@ -68,8 +68,8 @@ class LogHub:
 
     @contextlib.asynccontextmanager
     async def follow(self, root: str, path: str, needle: str | None) -> AsyncIterator[Feed]:
-        """The feed of ``path`` (a real path inside ``root``) for one subscriber, created on
-        first use and closed after the last one leaves."""
+        """The feed of ``path`` (a log inside ``root``, by name) for one subscriber, created
+        on first use and closed after the last one leaves."""
         feed = self.feeds.get(path)
         created = feed is None
         if feed is None:

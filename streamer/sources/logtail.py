@@ -29,7 +29,7 @@ from ..paths import is_visible_inside
 
 READ_CHUNK: Final = 1024 * 1024
 MAX_READ_PER_POLL: Final = 8 * 1024 * 1024  # a poll returns at most this much; the next continues
-FINGERPRINT: Final = 32  # bytes before the offset compared on each poll to notice copytruncate
+FINGERPRINT: Final = 32  # bytes before the read position, compared on each poll (copytruncate)
 MAX_LINE: Final = 64 * 1024
 MAX_TAIL_SCAN: Final = 64 * 1024 * 1024  # ?tail=N&grep= reads at most this far back
 TAIL_BLOCK: Final = 64 * 1024
@@ -48,15 +48,17 @@ def line_id(inode: int, offset: int) -> str:
 
 def parse_line_id(text: str) -> tuple[int, int] | None:
     inode, dash, offset = text.partition("-")
-    if not dash or not (inode + offset).isascii() or not inode.isdigit() or not offset.isdigit():
+    if not dash or len(text) > 41 or not (inode + offset).isascii():  # two 20-digit numbers
+        return None
+    if not inode.isdigit() or not offset.isdigit():
         return None
     return int(inode), int(offset)
 
 
-def _content_length(buffer: bytes, start: int, end: int, complete: bool) -> int:
+def _content_length(buffer: bytes, start: int, end: int) -> int:
     """Length of a line without its ``\r`` (a ``\r\n`` line may be ``max_line`` long)."""
     length = end - start
-    if complete and length and buffer[end - 1] == 13:
+    if length and buffer[end - 1] == 13:  # its \n may still be on the way
         length -= 1
     return length
 
@@ -99,7 +101,7 @@ class LineSplitter:
                     start = len(buffer)
                     break
                 self._skipping = False
-            elif _content_length(buffer, start, end, newline >= 0) > self.max_line:
+            elif _content_length(buffer, start, end) > self.max_line:
                 cut = start + self.max_line
                 events.append(
                     TailEvent("cut", line_id(inode, base + cut), decode(buffer[start:cut]))
@@ -134,12 +136,14 @@ class LineSplitter:
 
 
 class Tail:
-    """One followed file name. Not thread-safe: one poll at a time (the hub's lock)."""
+    """One followed file name (a symlink is followed to whatever it points at now, inside the
+    folder). Not thread-safe: one poll at a time (the hub's lock)."""
 
     def __init__(self, path: str, root: str, max_line: int = MAX_LINE) -> None:
         self.path = path
         self.root = root  # what is opened must be a visible regular file inside it
         self.generation = 0  # bumped on every rotation, truncation or re-creation
+        self.real = path  # the file the name leads to now (a symlink's target)
         self.fd: int | None = None
         self.inode = 0
         self.splitter = LineSplitter(0, max_line)
@@ -217,10 +221,11 @@ class Tail:
         self.generation += 1
 
     def _open(self) -> int | None:
-        fd = open_log(self.root, self.path)
-        if fd is None:
+        opened = open_log(self.root, self.path)
+        if opened is None:
             self.exists = False
             return None
+        fd, self.real = opened
         self.close()
         self.fd = fd
         self.inode = os.fstat(fd).st_ino
@@ -243,8 +248,12 @@ class Tail:
         fingerprint = self._fingerprint
         if not fingerprint:
             return False
-        at = self.offset - len(fingerprint)
+        at = self._read_pos - len(fingerprint)
         return os.pread(self.fd, len(fingerprint), at) != fingerprint
+
+    def fingerprint(self) -> tuple[int, bytes]:
+        """``(offset, bytes)``: the last bytes read, as they were when they were read."""
+        return self._read_pos - len(self._fingerprint), self._fingerprint
 
     def _remember(self, offset: int) -> None:
         assert self.fd is not None
@@ -264,13 +273,13 @@ class Tail:
             read += len(data)
             events += self.splitter.feed(self.inode, data)
         if read:
-            self._remember(self.offset)
+            self._remember(self._read_pos)  # includes a held partial line
         return events
 
 
-def open_log(root: str, path: str) -> int | None:
-    """An fd of ``path`` if it is a regular file whose real path is visible inside ``root``
-    (the name may have been swapped for a symlink leading elsewhere since it was checked)."""
+def open_log(root: str, path: str) -> tuple[int, str] | None:
+    """``(fd, real path)`` of ``path`` if it is a regular file whose real path is visible
+    inside ``root`` (the name may have been swapped for a symlink leading elsewhere)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -280,7 +289,7 @@ def open_log(root: str, path: str) -> int | None:
     except OSError:
         real = os.path.realpath(path)
     if stat.S_ISREG(os.fstat(fd).st_mode) and is_visible_inside(root, real):
-        return fd
+        return fd, real
     os.close(fd)
     return None
 
@@ -315,18 +324,42 @@ def last_line_end(fd: int, size: int) -> int:
     return 0
 
 
-def read_lines(
-    fd: int, inode: int, start: int, stop: int, max_line: int = MAX_LINE
-) -> tuple[list[TailEvent], int]:
-    """Complete lines between ``start`` and ``stop`` (at most :data:`READ_CHUNK` of them at a
-    time): ``(events, offset reached)``. For catching up a resumed subscriber."""
-    data = os.pread(fd, min(READ_CHUNK, stop - start), start)
-    splitter = LineSplitter(start, max_line)
-    events = splitter.feed(inode, data)
-    if not events and data and splitter.offset == start:  # a line longer than the chunk
-        events = [TailEvent("cut", line_id(inode, start + len(data)), decode(data[:max_line]))]
-        return events, start + len(data)
-    return events, splitter.offset
+class SpanReader:
+    """Lines of one file from ``start`` to ``stop``, a chunk per call, with the same rules as
+    the live tail (one splitter throughout, so a cut line's rest is skipped across chunks).
+    For catching up a resumed subscriber; blocking."""
+
+    def __init__(
+        self,
+        fd: int,
+        inode: int,
+        start: int,
+        stop: int,
+        max_line: int,
+        fingerprint: tuple[int, bytes] = (0, b""),
+    ) -> None:
+        self.fd = fd
+        self.inode = inode
+        self.stop = stop
+        self.position = start
+        self.splitter = LineSplitter(start, max_line)
+        self.fingerprint = fingerprint  # (offset, bytes) the tail saw: still there?
+
+    def next_chunk(self) -> list[TailEvent] | None:
+        """The next lines, or ``None`` at ``stop``, at the end of the file, or once the file
+        no longer holds what the tail read (truncated and rewritten: these offsets hold
+        other bytes now; the live stream has the ``truncated`` event)."""
+        if self.position >= self.stop or not self._unchanged():
+            return None
+        data = os.pread(self.fd, min(READ_CHUNK, self.stop - self.position), self.position)
+        if not data or not self._unchanged():  # checked again: the read may have raced it
+            return None
+        self.position += len(data)
+        return self.splitter.feed(self.inode, data)
+
+    def _unchanged(self) -> bool:
+        at, expected = self.fingerprint
+        return not expected or os.pread(self.fd, len(expected), at) == expected
 
 
 def last_lines(

@@ -213,7 +213,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     is_chunked = request.version >= HttpVersion11
     if is_chunked:
         response.enable_chunked_encoding()
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the headers went out
+        return response
     transport = request.transport
     if transport is None or transport.is_closing():
         return response

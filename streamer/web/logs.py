@@ -30,14 +30,13 @@ from ..logconfig import BatchingHandler, FastFormatter
 from ..paths import clean_parts, resolve_inside
 from ..sources.loghub import LINE_KINDS, Feed, LogHub, grep_topic
 from ..sources.logtail import (
+    SpanReader,
     TailEvent,
-    decode,
     last_lines,
     line_id,
     line_start_at_or_after,
     open_log,
     parse_line_id,
-    read_lines,
 )
 from ..sources.watcher import Changes, Watcher
 from .events import SSE_HEADERS, SseStream, chunked, unframed
@@ -64,9 +63,9 @@ def list_logs(root: str, hub: LogHub) -> list[dict[str, Any]]:
     subscribers = {feed.path: feed.subscribers for feed in hub.feeds.values()}
     entries = []
     for name in sorted(os.listdir(root)):
-        path = resolve_inside(root, name)
-        if path is None:
+        if resolve_inside(root, name) is None:
             continue
+        path = os.path.join(root, name)
         try:
             st = os.stat(path)
         except OSError:
@@ -119,69 +118,41 @@ def _encode(events: list[TailEvent], needle: str | None) -> bytes:
     )
 
 
-async def _read_span(
-    fd: int, inode: int, start: int, stop: int, max_line: int
-) -> AsyncIterator[tuple[list[TailEvent], int]]:
-    """The lines from ``start`` to ``stop`` in chunks, with the offset each chunk reaches."""
-    offset = start
-    while offset < stop:
-        events, reached = await asyncio.to_thread(read_lines, fd, inode, offset, stop, max_line)
-        if reached == offset:
-            return
-        yield events, reached
-        offset = reached
-
-
 class Resumption:
-    """A subscriber continuing from ``<inode>-<offset>``: its own fd on that inode."""
+    """A subscriber continuing from ``<inode>-<offset>``: its own fd on that inode, and where
+    its catch-up ends (the tail's offset when it was registered)."""
 
-    def __init__(self, fd: int, inode: int, position: int, generation: int) -> None:
+    def __init__(self, fd: int, inode: int, position: int) -> None:
         self.fd = fd
         self.inode = inode
         self.position = position
-        self.generation = generation  # the tail's, when the catch-up started
+        self.stop = position
+        self.generation = 0
+        self.fingerprint: tuple[int, bytes] = (0, b"")
 
     async def catch_up(
-        self, response: web.StreamResponse, stop: int, max_line: int, needle: str | None
+        self, response: web.StreamResponse, feed: Feed, max_line: int, needle: str | None
     ) -> None:
-        """Most of the catch-up, written with flow control without holding up the feed."""
-        async for events, reached in _read_span(self.fd, self.inode, self.position, stop, max_line):
-            await response.write(_encode(events, needle))
-            self.position = reached
-
-    async def finish(self, feed: Feed, max_line: int) -> list[TailEvent]:
-        """Under the feed's lock: the rest up to where the tail is now. When the file was
-        rotated, truncated or deleted meanwhile, what the tail published about it is
-        recreated: the rest of the old file, the event, the new file so far."""
-        tail = feed.tail
-        fd, inode = self.fd, self.inode
-        events: list[TailEvent] = []
-        same_file = tail.generation == self.generation and tail.inode == inode
-        if same_file and tail.fd is not None:
-            async for chunk, _ in _read_span(fd, inode, self.position, tail.offset, max_line):
-                events += chunk
-            return events
-        if tail.inode != inode or tail.fd is None:  # the old file to its end, as the tail did
-            size = os.fstat(fd).st_size
-            async for chunk, reached in _read_span(fd, inode, self.position, size, max_line):
-                events += chunk
-                self.position = reached
-            if self.position < size:  # its unfinished last line
-                rest = os.pread(fd, min(size - self.position, max_line), self.position)
-                events.append(TailEvent("message", line_id(inode, size), decode(rest)))
-        if tail.fd is None:
-            events.append(TailEvent("deleted", None, "deleted"))
-            return events
-        kind = "rotated" if tail.inode != inode else "truncated"
-        events.append(TailEvent(kind, line_id(tail.inode, 0), kind))
-        async for chunk, _ in _read_span(tail.fd, tail.inode, 0, tail.offset, max_line):
-            events += chunk
-        return events
+        """Write the lines up to :attr:`stop` with flow control. Live events meanwhile wait in
+        the stream's backlog (bounded like its buffer). If the file is truncated under the
+        catch-up, what is left of it is gone: stop there (the backlog has ``truncated``)."""
+        reader = SpanReader(
+            self.fd, self.inode, self.position, self.stop, max_line, self.fingerprint
+        )
+        while True:
+            tail = feed.tail
+            if tail.inode == self.inode and tail.generation != self.generation:
+                return  # truncated since we registered: these offsets hold other bytes now
+            events = await asyncio.to_thread(reader.next_chunk)
+            if events is None:
+                return
+            if events:
+                await response.write(_encode(events, needle))
 
 
 def _resumption(feed: Feed, last_id: str) -> Resumption | str:
     """Where a reconnecting subscriber continues, or why it cannot (the reset reason).
-    Blocking: run in a worker thread."""
+    Blocking (it may skip the rest of a cut line): run in a worker thread, under the lock."""
     resume = parse_line_id(last_id)
     if resume is None:
         return "malformed"
@@ -190,13 +161,14 @@ def _resumption(feed: Feed, last_id: str) -> Resumption | str:
         return "gone"
     if offset > feed.tail.offset:
         return "unknown"
-    fd = open_log(feed.tail.root, feed.path)
-    if fd is None or os.fstat(fd).st_ino != inode:
-        if fd is not None:
-            os.close(fd)
+    opened = open_log(feed.tail.root, feed.path)
+    if opened is None:
         return "gone"
-    start = line_start_at_or_after(fd, offset)
-    return Resumption(fd, inode, start, feed.tail.generation)
+    fd = opened[0]
+    if os.fstat(fd).st_ino != inode:
+        os.close(fd)
+        return "gone"
+    return Resumption(fd, inode, line_start_at_or_after(fd, offset))
 
 
 def _discard_resumption(finding: asyncio.Future[Resumption | str]) -> None:
@@ -206,67 +178,56 @@ def _discard_resumption(finding: asyncio.Future[Resumption | str]) -> None:
             os.close(found.fd)
 
 
-async def _open_stream(
-    request: web.Request,
-    response: web.StreamResponse,
-    feed: Feed,
-    stream: SseStream,
-    tail: int,
-    needle: str | None,
-    preamble: bytes,
-) -> bytes:
-    """Register ``stream`` with the feed at a line boundary; return what must be written
-    before its live events (the end of a catch-up, the last lines, or a reset).
-
-    The preamble (``: connected``) goes out only once the stream is registered (or
-    before a long catch-up), so a client that sees it and appends a line gets that line.
-    """
-    hub = request.app[LOG_HUB]
-    max_line = hub.max_line
-    last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    resumption = None
-    if last_id is not None:
-        finding = asyncio.ensure_future(asyncio.to_thread(_resumption, feed, last_id))
-        try:
-            resumption = await asyncio.shield(finding)
-        except asyncio.CancelledError:  # the client left: close the fd the thread opens
-            finding.add_done_callback(_discard_resumption)
-            raise
+async def _find_resumption(feed: Feed, last_id: str) -> Resumption | str:
+    finding = asyncio.ensure_future(asyncio.to_thread(_resumption, feed, last_id))
     try:
-        if isinstance(resumption, Resumption):
-            await response.write(preamble)
-            preamble = b""
-            await resumption.catch_up(response, feed.tail.offset, max_line, needle)
-        async with feed.lock:
-            hub.fanout.flush()  # nothing published before this moment reaches the stream
-            tail_state = feed.tail
-            if isinstance(resumption, Resumption):
-                opening = _encode(await resumption.finish(feed, max_line), needle)
-            elif isinstance(resumption, str):
-                data = json.dumps({"reason": resumption, "lastEventId": (last_id or "")[:200]})
-                live_id = line_id(tail_state.inode, tail_state.offset)
-                opening = sse.encode_event(live_id, "reset", data)
-            elif tail and tail_state.fd is not None:
-                events = await asyncio.to_thread(
-                    last_lines, tail_state.fd, tail_state.inode, tail_state.offset, tail,
-                    max_line, needle,
-                )  # fmt: skip
-                opening = _encode(events, None)
-            else:
-                opening = b""
-            hub.fanout.add(stream)
-        return preamble + opening
-    finally:
-        if isinstance(resumption, Resumption):
-            os.close(resumption.fd)
+        return await asyncio.shield(finding)
+    except asyncio.CancelledError:  # the client left: close the fd the thread opens
+        finding.add_done_callback(_discard_resumption)
+        raise
+
+
+async def _register(
+    request: web.Request, feed: Feed, stream: SseStream, tail: int, needle: str | None
+) -> tuple[bytes, Resumption | None]:
+    """Register ``stream`` with the feed at a line boundary, under the feed's lock (after
+    flushing the fan-out, so nothing published before reaches it and nothing after is
+    missed). Returns what to write before anything else (a reset or the last lines) and,
+    for a resumed subscriber, the catch-up to write from the file before going live."""
+    hub = request.app[LOG_HUB]
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    async with feed.lock:
+        hub.fanout.flush()
+        tail_state = feed.tail
+        found = await _find_resumption(feed, last_id) if last_id is not None else None
+        opening = b""
+        if isinstance(found, str):
+            data = json.dumps({"reason": found, "lastEventId": (last_id or "")[:200]})
+            opening = sse.encode_event(line_id(tail_state.inode, tail_state.offset), "reset", data)
+        elif found is None and tail and tail_state.fd is not None:
+            events = await asyncio.to_thread(
+                last_lines, tail_state.fd, tail_state.inode, tail_state.offset, tail,
+                hub.max_line, needle,
+            )  # fmt: skip
+            opening = _encode(events, None)
+        elif found is not None:
+            found.stop = tail_state.offset
+            found.generation = tail_state.generation
+            found.fingerprint = tail_state.fingerprint()
+        hub.fanout.add(stream)
+    return opening, found if isinstance(found, Resumption) else None
 
 
 def _log_path(root: str, name: str, raw_path: str) -> str | None:
-    """The real path of a log file, resolved like a media path; ``None`` means 404."""
+    """The path of a log by its name (not resolved: a symlink is followed wherever it points
+    later) if it is a regular file inside the folder now; ``None`` means 404."""
     if "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
         return None
-    path = resolve_inside(root, name)
-    return path if path is not None and os.path.isfile(path) else None
+    real = resolve_inside(root, name)
+    parts = clean_parts(name)
+    if real is None or parts is None or not os.path.isfile(real):
+        return None
+    return os.path.join(root, *parts)
 
 
 async def stream_log(request: web.Request) -> web.StreamResponse:
@@ -284,7 +245,10 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     is_chunked = request.version >= HttpVersion11
     if is_chunked:
         response.enable_chunked_encoding()
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the headers went out
+        return response
     transport = request.transport
     if transport is None or transport.is_closing():
         return response
@@ -296,14 +260,16 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
         hub.fanout,
         settings.max_buffer,
     )
-    hub.catching_up.add(transport)  # until it is in the fan-out: see end_catch_ups
+    hub.catching_up.add(transport)  # until it is live: see end_catch_ups
+    resumption: Resumption | None = None
     try:
         async with hub.follow(str(settings.logs), path, needle) as feed:
-            preamble = sse.encode_preamble(settings.retry)
-            opening = await _open_stream(request, response, feed, stream, tail, needle, preamble)
+            opening, resumption = await _register(request, feed, stream, tail, needle)
+            # ": connected" only now: a client that sees it and appends gets that line
+            await response.write(sse.encode_preamble(settings.retry) + opening)
+            if resumption is not None:
+                await resumption.catch_up(response, feed, hub.max_line, needle)
             hub.catching_up.discard(transport)
-            if opening:
-                await response.write(opening)
             stream.go_live()
             if await stream.closed == "shutdown":
                 await response.write_eof()
@@ -317,6 +283,8 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     finally:
         hub.catching_up.discard(transport)
         hub.fanout.remove(stream)
+        if resumption is not None:
+            os.close(resumption.fd)
     return response
 
 
@@ -355,7 +323,7 @@ class Sources:
         hub = self.app[LOG_HUB]
         changed = {path for _, path in changes}
         for feed in list(hub.feeds.values()):
-            if feed.path in changed:
+            if feed.path in changed or feed.tail.real in changed:
                 self._spawn(hub.poll(feed))
         broker = self.app[BROKER]
         prefix = self.media + os.sep
