@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from types import TracebackType
 
 from aiohttp import HttpVersion11, web
 
@@ -202,6 +203,64 @@ async def _write_opening(
         await response.write(batch)
 
 
+async def open_sse_response(
+    request: web.Request,
+) -> tuple[web.StreamResponse, asyncio.Transport | None, Framing]:
+    """Send the SSE headers; the transport is ``None`` when the client has already left.
+
+    Shared by every stream endpoint (``/events``, ``/logs/...``).
+    """
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    is_chunked = request.version >= HttpVersion11
+    if is_chunked:
+        response.enable_chunked_encoding()
+    framing: Framing = chunked if is_chunked else unframed
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the headers went out
+        return response, None, framing
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return response, None, framing
+    return response, transport, framing
+
+
+class client_may_leave:
+    """A client that goes away is the normal end of a stream, not an error.
+
+    With ``handler_cancellation`` its leaving cancels the handler: that is
+    swallowed (and uncancelled) so aiohttp finishes the request and writes its
+    access-log line. A write to a connection it closed is swallowed too. (A
+    small class rather than ``@contextmanager``: it stays alive for the whole
+    life of every idle stream, and a generator frame would cost more memory.)
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if kind is None:
+            return False
+        if issubclass(kind, ConnectionError):
+            return True
+        if issubclass(kind, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if self.transport.is_closing() and task is not None:
+                task.uncancel()
+                return True
+        return False
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """``GET /events``: an SSE stream over the requested topics (all when none)."""
     broker = request.app[BROKER]
@@ -209,38 +268,18 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     topics = broker.fanout.shared_topics(parse_topics(request))
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
 
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    is_chunked = request.version >= HttpVersion11
-    if is_chunked:
-        response.enable_chunked_encoding()
-    try:
-        await response.prepare(request)
-    except ConnectionError:  # the client left before the headers went out
+    response, transport, framing = await open_sse_response(request)
+    if transport is None:
         return response
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        return response
-
-    stream = SseStream(
-        topics, chunked if is_chunked else unframed, transport, broker.fanout, settings.max_buffer
-    )
+    stream = SseStream(topics, framing, transport, broker.fanout, settings.max_buffer)
     resume = await broker.subscribe(stream, last_event_id)
     try:
-        await _write_opening(response, settings.retry, resume, last_event_id)
-        del resume  # an idle stream keeps this frame alive: hold nothing big in it
-        stream.go_live()
-        if await stream.closed == "shutdown":
-            await response.write_eof()
-    except ConnectionError:
-        pass  # the client left while we wrote the replay
-    except asyncio.CancelledError:
-        # With handler_cancellation, a client that goes away cancels us. That
-        # is the normal end of a stream, not an abort: return, so aiohttp
-        # finishes the request and writes its access-log line.
-        task = asyncio.current_task()
-        if not transport.is_closing() or task is None:
-            raise
-        task.uncancel()
+        with client_may_leave(transport):
+            await _write_opening(response, settings.retry, resume, last_event_id)
+            del resume  # an idle stream keeps this frame alive: hold nothing big in it
+            stream.go_live()
+            if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
+                await response.write_eof()  # for the life of every idle stream
     finally:
         broker.unsubscribe(stream)
     return response

@@ -21,7 +21,6 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.http import HttpVersion11
 from watchfiles import Change
 
 from .. import sse
@@ -39,7 +38,7 @@ from ..sources.logtail import (
     parse_line_id,
 )
 from ..sources.watcher import Changes, Watcher
-from .events import SSE_HEADERS, SseStream, chunked, unframed
+from .events import SseStream, client_may_leave, open_sse_response
 from .files import not_found
 from .keys import BROKER, LOG_HUB, SETTINGS
 from .listing import iso_time
@@ -241,45 +240,26 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     tail, needle = _query(request)
     hub = request.app[LOG_HUB]
 
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    is_chunked = request.version >= HttpVersion11
-    if is_chunked:
-        response.enable_chunked_encoding()
-    try:
-        await response.prepare(request)
-    except ConnectionError:  # the client left before the headers went out
-        return response
-    transport = request.transport
-    if transport is None or transport.is_closing():
+    response, transport, framing = await open_sse_response(request)
+    if transport is None:
         return response
     topic = path if needle is None else grep_topic(path, needle)
-    stream = SseStream(
-        hub.fanout.shared_topics(frozenset({topic})),
-        chunked if is_chunked else unframed,
-        transport,
-        hub.fanout,
-        settings.max_buffer,
-    )
+    topics = hub.fanout.shared_topics(frozenset({topic}))
+    stream = SseStream(topics, framing, transport, hub.fanout, settings.max_buffer)
     hub.catching_up.add(transport)  # until it is live: see end_catch_ups
     resumption: Resumption | None = None
     try:
-        async with hub.follow(str(settings.logs), path, needle) as feed:
-            opening, resumption = await _register(request, feed, stream, tail, needle)
-            # ": connected" only now: a client that sees it and appends gets that line
-            await response.write(sse.encode_preamble(settings.retry) + opening)
-            if resumption is not None:
-                await resumption.catch_up(response, feed, hub.max_line, needle)
-            hub.catching_up.discard(transport)
-            stream.go_live()
-            if await stream.closed == "shutdown":
-                await response.write_eof()
-    except ConnectionError:
-        pass
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if not transport.is_closing() or task is None:
-            raise
-        task.uncancel()  # the client left: a normal end, logged like any request
+        with client_may_leave(transport):
+            async with hub.follow(str(settings.logs), path, needle) as feed:
+                opening, resumption = await _register(request, feed, stream, tail, needle)
+                # ": connected" only now: a client that sees it and appends gets that line
+                await response.write(sse.encode_preamble(settings.retry) + opening)
+                if resumption is not None:
+                    await resumption.catch_up(response, feed, hub.max_line, needle)
+                hub.catching_up.discard(transport)
+                stream.go_live()
+                if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
+                    await response.write_eof()  # for the life of every idle stream
     finally:
         hub.catching_up.discard(transport)
         hub.fanout.remove(stream)
