@@ -32,7 +32,7 @@ MAX_READ_PER_POLL: Final = 8 * 1024 * 1024  # a poll returns at most this much; 
 FINGERPRINT: Final = 32  # bytes before the read position, compared on each poll (copytruncate)
 MAX_LINE: Final = 64 * 1024
 MAX_TAIL_SCAN: Final = 64 * 1024 * 1024  # ?tail=N&grep= reads at most this far back
-TAIL_BLOCK: Final = 64 * 1024
+TAIL_BLOCK: Final = 64 * 1024  # reads that look for line boundaries
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +300,7 @@ def line_start_at_or_after(fd: int, offset: int) -> int:
     if offset == 0 or os.pread(fd, 1, offset - 1) == b"\n":
         return offset
     position = offset
-    while block := os.pread(fd, 64 * 1024, position):
+    while block := os.pread(fd, TAIL_BLOCK, position):
         newline = block.find(b"\n")
         if newline >= 0:
             return position + newline + 1
@@ -315,7 +315,7 @@ def last_line_end(fd: int, size: int) -> int:
     while position > 0:
         if size - position >= MAX_TAIL_SCAN:
             return size
-        start = max(0, position - 64 * 1024)
+        start = max(0, position - TAIL_BLOCK)
         block = os.pread(fd, position - start, start)
         newline = block.rfind(b"\n")
         if newline >= 0:

@@ -17,7 +17,7 @@ import secrets
 import stat
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
@@ -56,10 +56,10 @@ class Representation:
     fd: int | None = None  # open file, unless the whole body is already in memory
     body: bytes | None = None
     encoding: str | None = None
+    etag: str = field(init=False)  # used three times per request: computed once
 
-    @property
-    def etag(self) -> str:
-        return strong_etag(self.stat)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", strong_etag(self.stat))
 
     @property
     def source(self) -> int | bytes:
