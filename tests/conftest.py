@@ -69,6 +69,15 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+async def metric(http: aiohttp.ClientSession, server: str, name: str) -> int:
+    """One value from the server's ``/metrics``."""
+    async with http.get(f"{server}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def make_settings(**overrides: Any) -> Settings:
     base = Settings(host="127.0.0.1", port=0, media=MEDIA, heartbeat=30.0)
     return dataclasses.replace(base, **overrides)

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from streamer.web import smallfiles
 
-from .conftest import wait_for
+from .conftest import metric, wait_for
 from .test_streams_wire import host_port
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every offset recognisable
@@ -525,20 +525,10 @@ async def test_metrics_count_cached_files_and_open_fds(
 ) -> None:
     monkeypatch.setattr(smallfiles, "SETTLED_NS", 0)
 
-    async def metrics() -> dict[str, float]:
-        async with http.get(f"{files}/metrics") as r:
-            text = await r.text()
-        return {
-            line.split()[0]: float(line.split()[1])
-            for line in text.splitlines()
-            if line and not line.startswith("#")
-        }
-
-    assert (await metrics())["streamer_small_files_cached"] == 0
+    assert await metric(http, files, "streamer_small_files_cached") == 0
     await get(http, f"{files}/files/data.bin")
-    after = await metrics()
-    assert after["streamer_small_files_cached"] == 1
-    assert after["streamer_open_files"] > 0
+    assert await metric(http, files, "streamer_small_files_cached") == 1
+    assert await metric(http, files, "streamer_open_files") > 0
 
 
 # --- small responses written directly: keep-alive exactly as aiohttp does it ---------------

@@ -18,7 +18,7 @@ import pytest
 from streamer.server import running
 from streamer.sse import ParsedEvent, parse_stream
 
-from .conftest import make_settings, require, wait_for
+from .conftest import make_settings, metric, require, wait_for
 from .sse_client import EventStream, subscribe
 from .test_files import raw_request, split_response
 
@@ -260,15 +260,13 @@ async def test_many_subscribers_share_one_tailer(
             listing = await r.json()
         app_log = next(entry for entry in listing["logs"] if entry["name"] == "app.log")
         assert app_log["subscribers"] == 20
-        async with http.get(f"{server}/metrics") as r:
-            assert "\nstreamer_log_tailers 1\n" in await r.text()
+        assert await metric(http, server, "streamer_log_tailers") == 1
         append(log, b"shared\n")
         for stream in streams:
             assert lines(await stream.wait_events(1)) == ["shared"]
 
     async def no_tailers() -> bool:
-        async with http.get(f"{server}/metrics") as r:
-            return "\nstreamer_log_tailers 0\n" in await r.text()
+        return await metric(http, server, "streamer_log_tailers") == 0
 
     await wait_for(no_tailers)
 
@@ -549,11 +547,7 @@ async def test_shutdown_ends_a_subscriber_that_is_still_catching_up(logs_dir: Pa
 
 
 async def log_subscribers(http: aiohttp.ClientSession, server: str) -> int:
-    async with http.get(f"{server}/metrics") as r:
-        for line in (await r.text()).splitlines():
-            if line.startswith("streamer_log_subscribers "):
-                return int(line.split()[1])
-    raise AssertionError("no streamer_log_subscribers metric")
+    return await metric(http, server, "streamer_log_subscribers")
 
 
 def slow_resume(server: str, name: str, last_id: str) -> socket.socket:
@@ -654,9 +648,7 @@ async def test_truncation_while_a_partial_line_is_held(
         await stream.wait_text("data: done\n")
 
         async def polled() -> bool:  # the server has read the partial line
-            async with http.get(f"{server}/metrics") as r:
-                text = await r.text()
-            return "streamer_log_polls_total 0\n" not in text
+            return await metric(http, server, "streamer_log_polls_total") > 0
 
         await wait_for(polled)
         truncate_and_write(log, b"brand new line one\nline two\n")
@@ -703,8 +695,7 @@ async def test_crlf_split_across_writes_at_exactly_max_line(
         append(log, b"0123456789\r")
 
         async def polled() -> bool:
-            async with http.get(f"{server}/metrics") as r:
-                return "streamer_log_polls_total 0\n" not in await r.text()
+            return await metric(http, server, "streamer_log_polls_total") > 0
 
         await wait_for(polled)
         append(log, b"\nnext\n")

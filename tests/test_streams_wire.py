@@ -7,7 +7,7 @@ import socket
 
 import aiohttp
 
-from .conftest import require_tool, wait_for
+from .conftest import metric, require_tool, wait_for
 from .sse_client import subscribe
 from .test_events import publish, subscriber_count
 
@@ -57,13 +57,6 @@ async def test_slow_consumer_is_cut_while_fast_one_gets_everything(
     slow.connect(host_port(server))
     slow.sendall(b"GET /events?topic=s HTTP/1.1\r\nHost: t\r\n\r\n")
 
-    async def metric(name: str) -> int:
-        async with http.get(server + "/metrics") as response:
-            for line in (await response.text()).splitlines():
-                if line.startswith(name + " "):
-                    return int(line.split()[1])
-        raise AssertionError(name)
-
     await wait_for(lambda: _count_is(http, server, 1))
     payload = "p" * 60_000
     async with subscribe(http, server, "s") as fast:
@@ -72,7 +65,7 @@ async def test_slow_consumer_is_cut_while_fast_one_gets_everything(
         # The kernel buffers several MB on loopback before the server's own buffer grows.
         for _ in range(400):
             ids.append(await publish(http, server, "s", payload))
-            if await metric("streamer_subscribers_dropped_total") == 1:
+            if await metric(http, server, "streamer_subscribers_dropped_total") == 1:
                 break
         else:
             raise AssertionError("slow subscriber was never dropped")
