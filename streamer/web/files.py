@@ -112,12 +112,10 @@ class MediaFile:
         cached = cache.get(user_path)
         if cached is not None:
             return Representation(cached.path, cached.stat, body=cached.body, encoding=encoding)
-        opened = open_inside(self.root, user_path, _OPEN_FLAGS)
+        opened = self._open_inside(user_path)
         if opened is None:
             return None
-        fd, path = opened
-        self._fds.append(fd)
-        st = os.fstat(fd)
+        fd, path, st = opened
         if stat.S_ISREG(st.st_mode):
             if not cache.worth_keeping(st):
                 return Representation(path, st, fd, encoding=encoding)
@@ -131,11 +129,18 @@ class MediaFile:
 
     def open_folder(self, user_path: str) -> None:
         """Raise :class:`Folder` if ``user_path`` is a visible folder inside the root."""
+        opened = self._open_inside(user_path)
+        if opened is not None and stat.S_ISDIR(opened[2].st_mode):
+            raise Folder
+
+    def _open_inside(self, user_path: str) -> tuple[int, str, os.stat_result] | None:
+        """``(fd, real path, stat)`` of anything visible inside the root; closed with us."""
         opened = open_inside(self.root, user_path, _OPEN_FLAGS)
-        if opened is not None:
-            self._fds.append(opened[0])
-            if stat.S_ISDIR(os.fstat(opened[0]).st_mode):
-                raise Folder
+        if opened is None:
+            return None
+        fd, path = opened
+        self._fds.append(fd)
+        return fd, path, os.fstat(fd)
 
     def sidecar(
         self, original: Representation, codings: list[str], cache: SmallFileCache
