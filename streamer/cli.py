@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import SettingsError
+from .errors import SettingsError, StartupError
 from .logconfig import configure_logging
 from .settings import env_name, flag_name, load_settings, setting_help
 
@@ -16,19 +16,26 @@ from .settings import env_name, flag_name, load_settings, setting_help
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer",
-        description="Server-Sent Events hub and file server. "
-        "Every flag can also be set with its STREAMER_* environment variable.",
+        description="Server-Sent Events hub, file delivery and live log tails.",
+        epilog="'streamer serve --help' lists the server's flags; 'streamer' with no "
+        "command (or only flags) runs serve.",
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the server (the default)")
-    for name, help_text in setting_help().items():
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (the default)",
+        description="Run the server. Every flag can also be set with its STREAMER_* "
+        "environment variable (shown in brackets); a flag wins over the environment.",
+    )
+    for name, shown in setting_help().items():
+        default = f" (default: {shown.default})" if shown.default is not None else ""
         serve.add_argument(
             flag_name(name),
             dest=name,
             default=None,
-            metavar="VALUE",
-            help=f"{help_text} [{env_name(name)}]",
+            metavar=shown.metavar,
+            help=f"{shown.text}{default} [{env_name(name)}]",
         )
     return parser
 
@@ -50,12 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:  # typically: the port is taken
-        print(
-            f"streamer: error: cannot listen on {settings.host}:{settings.port}: "
-            f"{exc.strerror or exc}",
-            file=sys.stderr,
-        )
+    except StartupError as exc:  # the port is taken, the own log cannot be written...
+        print(f"streamer: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

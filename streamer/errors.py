@@ -28,6 +28,14 @@ class SettingsError(StreamerError):
     """A setting is missing or invalid; the message is one line for the user."""
 
 
+class StartupError(StreamerError):
+    """The server cannot start (port taken, own log not writable...); one line, its cause."""
+
+
+class BrokerClosed(StreamerError):
+    """The broker was closed (the server is shutting down): nothing more is accepted."""
+
+
 def problem_body(status: int, detail: str, kind: str | None = None, **extra: Any) -> bytes:
     """The JSON document: ``type`` ends in ``kind`` so clients can branch on it."""
     title = HTTPStatus(status).phrase
@@ -38,7 +46,7 @@ def problem_body(status: int, detail: str, kind: str | None = None, **extra: Any
         "detail": detail,
         **extra,
     }
-    return json.dumps(document).encode()
+    return (json.dumps(document) + "\n").encode()
 
 
 class Problem(web.HTTPException, StreamerError):
@@ -80,3 +88,9 @@ def as_problem(response: web.StreamResponse) -> None:
     response.headers[hdrs.CONTENT_TYPE] = PROBLEM_CONTENT_TYPE
     if hdrs.CONTENT_LENGTH in response.headers:  # already computed from the old body
         response.headers[hdrs.CONTENT_LENGTH] = str(len(body))
+
+
+def not_found() -> Problem:
+    """The one 404 for every path that is not served, whatever the reason (the same body
+    as the router's own 404, so nothing tells them apart)."""
+    return Problem(404, "not-found", "Not Found")

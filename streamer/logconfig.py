@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Final, TextIO
 
 FLUSH_INTERVAL: Final = 0.2
@@ -114,6 +115,23 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def open_log_file(path: Path) -> BatchingHandler:
+    """Also write INFO and above to ``path`` (appended, so it can be tailed like any log)
+    until :func:`close_log_file`. Raises ``OSError`` when it cannot be opened."""
+    handler = BatchingHandler(open(path, "a", encoding="utf-8"))  # noqa: SIM115
+    handler.setFormatter(FastFormatter())
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def close_log_file(handler: BatchingHandler) -> None:
+    """Write what is left, stop logging to the file and close it."""
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    handler.stream.close()
 
 
 def direct_handlers(logger: logging.Logger) -> list[BatchingHandler] | None:

@@ -15,6 +15,15 @@ MAX_PATH: Final = 1024  # characters of the whole relative path
 MAX_NAME: Final = 255  # bytes of one component, as on most file systems
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
+# Percent-encodings that would smuggle a separator or NUL past the router's decoding.
+_SMUGGLED: Final = ("%2f", "%5c", "%00")
+
+
+def has_smuggled_separator(raw_path: str) -> bool:
+    """Does the raw request path (as sent, before decoding) encode ``/``, ``\\`` or NUL?
+    The router decodes them into the path, where they would look like real separators."""
+    path = raw_path.partition("?")[0].lower()
+    return any(token in path for token in _SMUGGLED)
 
 
 def clean_parts(user_path: str) -> list[str] | None:
@@ -71,25 +80,31 @@ def is_visible_inside(root: str, real: str) -> bool:
 
 def open_inside(root: str, user_path: str, flags: int) -> tuple[int, str] | None:
     """Open ``user_path`` under ``root``: ``(fd, real path)``, or ``None`` like
-    :func:`resolve_inside`.
-
-    The check is made on what was actually opened (its path read back from
-    ``/proc/self/fd``: one system call instead of an ``lstat`` per component,
-    and no window for a symlink to be swapped between check and open).
-    """
+    :func:`resolve_inside`."""
     parts = clean_parts(user_path)
     if parts is None:
         return None
-    candidate = os.path.join(root, *parts)
+    return open_checked(root, os.path.join(root, *parts), flags)
+
+
+def open_checked(root: str, path: str, flags: int) -> tuple[int, str] | None:
+    """Open ``path`` and keep it only if what was opened is visible inside ``root``:
+    ``(fd, real path)``, else ``None`` (closed again).
+
+    The one containment check on opened files. It looks at what was actually
+    opened (its path read back from ``/proc/self/fd``: one system call instead
+    of an ``lstat`` per component, and no window for a symlink to be swapped
+    between check and open).
+    """
     try:
-        fd = os.open(candidate, flags)
+        fd = os.open(path, flags)
     except OSError:
         return None
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:  # no /proc: resolve by name
-        real = os.path.realpath(candidate)
-    if real == candidate or is_visible_inside(root, real):
+        real = os.path.realpath(path)
+    if is_visible_inside(root, real):
         return fd, real
     os.close(fd)
     return None

@@ -23,6 +23,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from .app import create_app
+from .errors import StartupError
 from .logconfig import direct_handlers
 from .settings import Settings
 
@@ -78,24 +79,34 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
 
     Yields the base URL, with the real port when ``settings.port`` is 0.
     """
+    app = app if app is not None else create_app(settings)
     runner = web.AppRunner(
-        app if app is not None else create_app(settings),
+        app,
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
         access_log_class=AccessLogger,
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # the cleanup contexts start here (they raise StartupError)
+    except BaseException:
+        await app.cleanup()  # stop the contexts that did start, in reverse
+        raise
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{url_host(settings.host)}:{settings.port}"
+            raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
-        yield _url(host, port)
+        yield f"http://{url_host(host)}:{port}"
     finally:
         await runner.cleanup()
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 async def serve(settings: Settings) -> None:

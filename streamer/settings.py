@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .errors import SettingsError
 
@@ -20,39 +20,48 @@ ENV_PREFIX = "STREAMER_"
 KIB = 1024
 
 
+def _help(text: str, metavar: str) -> dict[str, str]:
+    return {"help": text, "metavar": metavar}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Runtime configuration of one server process."""
 
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8080, metadata={"help": "TCP port (0 picks a free one)"})
-    media: Path = field(default=Path("media"), metadata={"help": "folder served under /files/"})
-    logs: Path | None = field(
-        default=None, metadata={"help": "folder of log files to tail (and the server's own log)"}
+    host: str = field(default="127.0.0.1", metadata=_help("address to listen on", "ADDRESS"))
+    port: int = field(default=8080, metadata=_help("TCP port (0 picks a free one)", "PORT"))
+    media: Path = field(default=Path("media"), metadata=_help("folder served under /files/", "DIR"))
+    logs: Path | None = field(default=None, metadata=_help("folder of log files to tail", "DIR"))
+    log_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "the server's own log (default: streamer.log in --logs, if given; 'off': none)",
+            "FILE",
+        ),
     )
-    broker: str = field(default="memory", metadata={"help": "event broker: memory"})
-    workers: int = field(default=1, metadata={"help": "worker processes (1 with memory)"})
-    token: str | None = field(default=None, metadata={"help": "bearer token required to publish"})
-    heartbeat: float = field(default=15.0, metadata={"help": "seconds between idle pings"})
-    history: int = field(default=10_000, metadata={"help": "events kept for resume"})
+    broker: str = field(default="memory", metadata=_help("event broker: memory", "KIND"))
+    workers: int = field(default=1, metadata=_help("worker processes (1 with memory)", "N"))
+    token: str | None = field(
+        default=None, metadata=_help("bearer token required to publish", "TOKEN")
+    )
+    heartbeat: float = field(default=15.0, metadata=_help("seconds between idle pings", "SECONDS"))
+    history: int = field(default=10_000, metadata=_help("events kept for resume", "N"))
     history_bytes: int = field(
-        default=64 * KIB * KIB, metadata={"help": "bytes of events kept for resume"}
+        default=64 * KIB * KIB, metadata=_help("bytes of events kept for resume", "BYTES")
     )
-    retry: int = field(default=2000, metadata={"help": "client reconnect delay (ms)"})
-    max_body: int = field(default=64 * KIB, metadata={"help": "largest publish body (bytes)"})
-    max_line: int = field(default=64 * KIB, metadata={"help": "longest log line sent whole"})
+    retry: int = field(default=2000, metadata=_help("client reconnect delay (ms)", "MS"))
+    max_body: int = field(default=64 * KIB, metadata=_help("largest publish body", "BYTES"))
+    max_line: int = field(default=64 * KIB, metadata=_help("longest log line sent whole", "BYTES"))
     max_buffer: int = field(
-        default=1024 * KIB, metadata={"help": "unsent bytes before a slow subscriber is cut"}
+        default=1024 * KIB, metadata=_help("unsent bytes before a slow subscriber is cut", "BYTES")
     )
     shutdown_timeout: float = field(
-        default=1.0, metadata={"help": "seconds streams get to flush at shutdown"}
+        default=1.0, metadata=_help("seconds streams get to flush at shutdown", "SECONDS")
     )
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    log_level: str = field(default="info", metadata=_help("debug, info, warning or error", "LEVEL"))
 
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+
+OWN_LOG_NAME: Final = "streamer.log"  # the own log's name in --logs when --log-file is not given
 
 
 def env_name(name: str) -> str:
@@ -63,9 +72,29 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def setting_help() -> dict[str, str]:
-    """Help text for every setting, keyed by name (the CLI builds its flags from this)."""
-    return {f.name: f.metadata["help"] for f in fields(Settings)}
+@dataclass(frozen=True, slots=True)
+class SettingHelp:
+    """What ``--help`` shows of one setting."""
+
+    text: str
+    metavar: str
+    default: str | None  # as a user would type it; None: no default
+
+
+def setting_help() -> dict[str, SettingHelp]:
+    """Help for every setting, keyed by name (the CLI builds its flags from this)."""
+    return {
+        f.name: SettingHelp(f.metadata["help"], f.metadata["metavar"], _shown(f.default))
+        for f in fields(Settings)
+    }
+
+
+def _shown(default: object) -> str | None:
+    if default is None:
+        return None
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
 
 
 def _positive_int(text: str) -> int:
@@ -91,9 +120,19 @@ def _positive_float(text: str) -> float:
 
 def _folder(text: str) -> Path:
     path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("not a folder")
     if not path.is_dir():
-        raise ValueError(f"folder not found: {text}")
+        raise ValueError("folder not found")
     return path.resolve()
+
+
+def _log_file(text: str) -> Path | None:
+    if text.lower() in ("off", "none", "-"):
+        return None
+    if not text.strip():
+        raise ValueError("must be a file name, or 'off'")
+    return Path(text).expanduser().absolute()
 
 
 def _broker(text: str) -> str:
@@ -113,7 +152,7 @@ def _log_level(text: str) -> str:
 
 def _token(text: str) -> str | None:
     if text == "":
-        return None
+        raise ValueError("must not be empty (leave it out to publish from loopback only)")
     if any(ch.isspace() for ch in text) or not text.isprintable():
         raise ValueError("must be printable with no spaces")
     return text
@@ -130,6 +169,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _port,
     "media": _folder,
     "logs": _folder,
+    "log_file": _log_file,
     "broker": _broker,
     "workers": _positive_int,
     "token": _token,
@@ -174,9 +214,27 @@ def load_settings(
             if "could not convert" in reason:
                 reason = "not a number"
             raise SettingsError(f"{source}={raw!r}: {reason}") from None
+    if "log_file" not in values and values.get("logs") is not None:
+        values["log_file"] = values["logs"] / OWN_LOG_NAME
     settings = Settings(**values)
+    check_log_file(settings.log_file)
     if settings.workers > 1 and settings.broker == "memory":
         raise SettingsError(
             "--workers > 1 needs a shared broker: the memory broker lives in one process"
         )
     return settings
+
+
+def check_log_file(path: Path | None) -> None:
+    """Can the server append to its own log at ``path``? Checked at start, so a folder of
+    that name, a missing folder or a read-only one is one clear line, not a traceback."""
+    if path is None:
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot write the server's own log {path}: {exc.strerror}; "
+            "choose another with --log-file FILE, or --log-file off"
+        ) from None

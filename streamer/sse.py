@@ -12,6 +12,7 @@ WHATWG HTML "server-sent events" section:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,21 @@ def encode_preamble(retry_ms: int) -> bytes:
 
 
 PING = encode_comment("ping")
+MAX_ECHOED_ID = 200  # characters of the client's Last-Event-ID repeated in a reset
+
+
+def encode_reset(head_id: str, reason: str, last_event_id: str) -> bytes:
+    """The ``reset`` event: resuming from ``last_event_id`` is not possible, for ``reason``.
+
+    Its id is ``head_id`` (the live point), so a client that reconnects after
+    it resumes from there. Every stream (events, logs) sends this one shape:
+    ``{"reason":...,"lastEventId":...}``, compact, the id cut at 200 characters.
+    """
+    data = json.dumps(
+        {"reason": reason, "lastEventId": last_event_id[:MAX_ECHOED_ID]},
+        separators=(",", ":"),  # ASCII-only: a lone surrogate from a query cannot break it
+    )
+    return encode_event(head_id, "reset", data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,90 +1,28 @@
-"""Real servers on free loopback ports, real clients.
+"""Fixtures: real servers on free loopback ports, a real client session.
 
 ``start_server(**overrides)`` runs the app in this process through
-``streamer.server.running`` (the same runner options as the CLI) on port 0.
-``cli_server(...)`` runs ``python -m streamer`` as a subprocess, for what
-needs a real process (signals, exit codes).
+``streamer.server.running`` (the same runner options as the CLI) on port 0;
+the helpers the tests share are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
 from streamer.server import running
-from streamer.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-MEDIA = ROOT / "media"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from .helpers import make_settings
 
-
-def require(available: bool, what: str) -> None:
-    """Skip when ``what`` is missing on a laptop; under ``CI=true`` fail instead."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} (CI=true: .ci/run must provide it)")
-    pytest.skip(what)
-
-
-def require_tool(name: str) -> str:
-    """Path of an external tool, with :func:`require`'s skip-or-fail rule."""
-    path = shutil.which(name)
-    require(path is not None, f"{name} is not installed")
-    assert path is not None
-    return path
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    timeout: float = 5.0,
-    interval: float = 0.01,
-) -> None:
-    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-async def metric(http: aiohttp.ClientSession, server: str, name: str) -> int:
-    """One value from the server's ``/metrics``."""
-    async with http.get(f"{server}/metrics") as response:
-        for line in (await response.text()).splitlines():
-            if line.startswith(name + " "):
-                return int(line.split()[1])
-    raise AssertionError(f"no metric {name}")
-
-
-def make_settings(**overrides: Any) -> Settings:
-    base = Settings(host="127.0.0.1", port=0, media=MEDIA, heartbeat=30.0)
-    return dataclasses.replace(base, **overrides)
+StartServer = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+async def start_server() -> AsyncIterator[StartServer]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(**overrides: Any) -> str:
@@ -94,7 +32,7 @@ async def start_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 
 
 @pytest.fixture
-async def server(start_server: Callable[..., Awaitable[str]]) -> str:
+async def server(start_server: StartServer) -> str:
     return await start_server()
 
 
@@ -102,51 +40,3 @@ async def server(start_server: Callable[..., Awaitable[str]]) -> str:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
-
-
-class CliServer:
-    """A server subprocess; its output is collected in ``lines`` by a thread."""
-
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
-        self.process = process
-        self.url = url
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-
-@contextlib.contextmanager
-def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliServer]:
-    """Run ``python -m streamer`` on a free port; yields once it is listening."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "serve", "--port", "0", "--media", str(MEDIA), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        url = None
-        deadline = time.monotonic() + 10
-        while url is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                url = match[1]
-        assert url, "server did not start"
-        yield CliServer(process, url)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.wait(5)
-        if process.stdout:
-            process.stdout.close()

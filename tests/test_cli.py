@@ -15,9 +15,8 @@ import pytest
 
 from streamer.settings import Settings, load_settings
 
-from .conftest import MEDIA, ROOT, cli_server
+from .helpers import MEDIA, ROOT, cli_server, publish
 from .sse_client import subscribe
-from .test_events import publish
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

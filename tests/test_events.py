@@ -12,36 +12,10 @@ import pytest
 
 from streamer.sse import ParsedEvent, parse_stream
 
-from .conftest import wait_for
+from .helpers import publish, subscriber_count, wait_for
 from .sse_client import subscribe
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
-
-
-async def publish(
-    http: aiohttp.ClientSession,
-    base: str,
-    topic: str,
-    body: str | bytes = "",
-    *,
-    event: str | None = None,
-    json_body: object = None,
-) -> str:
-    params = {"event": event} if event else {}
-    if json_body is not None:
-        request = http.post(f"{base}/events/{topic}", params=params, json=json_body)
-    else:
-        request = http.post(f"{base}/events/{topic}", params=params, data=body)
-    async with request as response:
-        assert response.status == 201, await response.text()
-        reply = await response.json()
-        assert reply["topic"] == topic
-        return reply["id"]
-
-
-async def subscriber_count(http: aiohttp.ClientSession, base: str) -> int:
-    async with http.get(f"{base}/healthz") as response:
-        return (await response.json())["subscribers"]
 
 
 async def test_stream_headers_and_preamble(server: str, http: aiohttp.ClientSession) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streamer.broker import Event, Fanout
-from streamer.broker.memory import MemoryBroker
+from streamer.fanout import Fanout, Frame, Framing
 
 
 def framed(data: bytes) -> bytes:
@@ -17,20 +16,24 @@ def plain(data: bytes) -> bytes:
 
 
 class RecordingSink:
-    def __init__(self, topics: frozenset[str] | None, framing=plain) -> None:
+    """A :class:`~streamer.fanout.Sink` that keeps what it is sent."""
+
+    def __init__(self, topics: frozenset[str] | None, framing: Framing = plain) -> None:
         self.topics = topics
         self.framing = framing
         self.writes: list[bytes] = []
+        self.arrived = asyncio.Event()  # set on every write
 
     def send(self, data: bytes) -> None:
         self.writes.append(data)
+        self.arrived.set()
 
 
-def event(seq: int, topic: str) -> Event:
-    return Event(f"1-{seq}", seq, topic, f"<{topic}{seq}>".encode())
+def frame(seq: int, topic: str) -> Frame:
+    return Frame(topic, f"<{topic}{seq}>".encode())
 
 
-async def test_events_of_one_iteration_are_one_write_per_group() -> None:
+async def test_frames_of_one_iteration_are_one_write_per_group() -> None:
     fanout = Fanout()
     a = RecordingSink(frozenset({"a"}))
     a_framed = RecordingSink(frozenset({"a"}), framed)
@@ -39,7 +42,7 @@ async def test_events_of_one_iteration_are_one_write_per_group() -> None:
     for sink in (a, a_framed, ab, everything):
         fanout.add(sink)
     for seq, topic in enumerate(["a", "b", "c", "a"], 1):
-        fanout.publish(event(seq, topic))
+        fanout.publish(frame(seq, topic))
     assert a.writes == []  # nothing is written synchronously by publish
     await asyncio.sleep(0)  # one loop iteration
     assert a.writes == [b"<a1><a4>"]
@@ -48,6 +51,7 @@ async def test_events_of_one_iteration_are_one_write_per_group() -> None:
     assert everything.writes == [b"<a1><b2><c3><a4>"]
     assert fanout.stats.published == 4
     assert fanout.stats.delivered == 2 + 2 + 3 + 4
+    assert fanout.stats.bytes_sent == sum(len(s.writes[0]) for s in (a, a_framed, ab, everything))
 
 
 async def test_same_bytes_object_goes_to_every_member_of_a_group() -> None:
@@ -55,9 +59,19 @@ async def test_same_bytes_object_goes_to_every_member_of_a_group() -> None:
     sinks = [RecordingSink(frozenset({"t"})) for _ in range(3)]
     for sink in sinks:
         fanout.add(sink)
-    fanout.publish(event(1, "t"))
+    fanout.publish(frame(1, "t"))
     fanout.flush()
     assert sinks[0].writes[0] is sinks[1].writes[0] is sinks[2].writes[0]
+
+
+async def test_nothing_is_delivered_to_topics_nobody_follows() -> None:
+    fanout = Fanout()
+    sink = RecordingSink(frozenset({"t"}))
+    fanout.add(sink)
+    fanout.publish(frame(1, "other"))
+    fanout.flush()
+    assert sink.writes == []
+    assert fanout.stats.delivered == 0
 
 
 async def test_registry_cleans_up_groups_and_shares_topic_sets() -> None:
@@ -70,6 +84,7 @@ async def test_registry_cleans_up_groups_and_shares_topic_sets() -> None:
     fanout.add(second)
     fanout.add(second)  # idempotent
     assert len(fanout) == 2
+    assert set(fanout.sinks()) == {first, second}
     fanout.remove(first)
     fanout.remove(first)  # idempotent
     fanout.remove(second)
@@ -90,35 +105,18 @@ async def test_a_sink_may_remove_itself_while_being_written() -> None:
     sinks = [Quitter(None) for _ in range(3)]
     for sink in sinks:
         fanout.add(sink)
-    fanout.publish(event(1, "t"))
+    fanout.publish(frame(1, "t"))
     fanout.flush()
     assert all(sink.writes == [b"<t1>"] for sink in sinks)
     assert len(fanout) == 0
 
 
-async def test_history_is_bounded_by_bytes_too() -> None:
-    broker = MemoryBroker(history=100, history_bytes=200)
-    for _ in range(10):
-        await broker.publish("t", "x" * 50)
-    kept = list(broker._history)
-    assert sum(len(e.frame) for e in kept) <= 200
-    assert [e.seq for e in kept] == list(range(11 - len(kept), 11))
-    resume = await broker.subscribe(RecordingSink(None), kept[0].id)
-    assert resume.reset is None
-    assert len(resume.replay) == len(kept) - 1
-    too_old = await broker.subscribe(RecordingSink(None), f"{broker.epoch}-1")
-    assert too_old.reset == "too-old"
-
-
-async def test_subscribe_delivers_queued_events_first_so_none_is_doubled() -> None:
-    broker = MemoryBroker()
-    old = RecordingSink(None)
-    await broker.subscribe(old, None)
-    first = await broker.publish("t", "one")
-    await broker.publish("t", "two")  # queued, not yet flushed
-    new = RecordingSink(None)
-    resume = await broker.subscribe(new, first.id)
+async def test_flush_delivers_at_once_and_cancels_the_scheduled_one() -> None:
+    fanout = Fanout()
+    sink = RecordingSink(None)
+    fanout.add(sink)
+    fanout.publish(frame(1, "t"))
+    fanout.flush()
+    assert sink.writes == [b"<t1>"]
     await asyncio.sleep(0)
-    assert len(resume.replay) == 1  # "two" comes from history...
-    assert new.writes == []  # ...and not again from the fan-out
-    assert len(old.writes) == 1  # the older subscriber got both, coalesced
+    assert sink.writes == [b"<t1>"]  # not a second time

@@ -19,8 +19,7 @@ from multidict import CIMultiDict
 
 from streamer.web import smallfiles
 
-from .conftest import metric, wait_for
-from .test_streams_wire import host_port
+from .helpers import host_port, metric, raw_request, split_response, wait_for
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every offset recognisable
 NOT_FOUND = {
@@ -56,21 +55,6 @@ def media(tmp_path: Path) -> Path:
 @pytest.fixture
 async def files(media: Path, start_server: Callable[..., Awaitable[str]]) -> str:
     return await start_server(media=media)
-
-
-async def raw_request(url: str, request: bytes) -> bytes:
-    """Send ``request`` on a fresh connection and read until the server closes it."""
-    reader, writer = await asyncio.open_connection(*host_port(url))
-    writer.write(request)
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    return data
-
-
-def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    return status, dict(line.split(": ", 1) for line in lines), body
 
 
 # --- whole files, HEAD, headers ----------------------------------------------------------
@@ -317,7 +301,7 @@ async def test_bad_query_values_get_400(
 
 async def test_hash_parameter_gives_the_hex_digest(files: str, http: aiohttp.ClientSession) -> None:
     status, headers, body = await get(http, f"{files}/files/data.bin?hash=sha256")
-    assert (status, body) == (200, hashlib.sha256(DATA).hexdigest().encode())
+    assert (status, body) == (200, hashlib.sha256(DATA).hexdigest().encode() + b"\n")
     assert headers["Content-Type"].startswith("text/plain")
 
 
@@ -412,7 +396,7 @@ async def test_everything_outside_or_hidden_is_the_same_404(files: str, path: st
     assert headers["Content-Type"] == "application/problem+json"
     assert body == (
         b'{"type": "https://streamer.invalid/problems/not-found", "title": "Not Found",'
-        b' "status": 404, "detail": "Not Found"}'
+        b' "status": 404, "detail": "Not Found"}\n'
     )
 
 

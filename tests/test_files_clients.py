@@ -25,10 +25,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import require_tool, wait_for
+from .helpers import host_port, publish, require_tool, wait_for
 from .sse_client import subscribe
-from .test_events import publish
-from .test_streams_wire import host_port
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -373,7 +371,7 @@ async def test_hash_query_and_repr_digest_match_hashlib(
     async with http.get(f"{base}/files/one.bin", params={"hash": "sha256"}) as response:
         assert response.status == 200
         assert response.content_type == "text/plain"
-        assert await response.text() == digest.hexdigest()
+        assert await response.text() == digest.hexdigest() + "\n"
     async with http.get(f"{base}/files/one.bin") as response:
         assert response.status == 200
         expected = "sha-256=:" + base64.b64encode(digest.digest()).decode() + ":"

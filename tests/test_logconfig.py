@@ -11,7 +11,7 @@ import pytest
 
 from streamer.logconfig import FLUSH_INTERVAL, BatchingHandler, FastFormatter, direct_handlers
 
-from .conftest import wait_for
+from .helpers import wait_for
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) test\.batch: (.*)")
 

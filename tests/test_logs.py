@@ -18,9 +18,8 @@ import pytest
 from streamer.server import running
 from streamer.sse import ParsedEvent, parse_stream
 
-from .conftest import make_settings, metric, require, wait_for
+from .helpers import make_settings, metric, raw_request, require, split_response, wait_for
 from .sse_client import EventStream, subscribe
-from .test_files import raw_request, split_response
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def logs_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def server(logs_dir: Path, start_server: Callable[..., Awaitable[str]]) -> str:
-    return await start_server(logs=logs_dir)
+    return await start_server(logs=logs_dir, log_file=logs_dir / "streamer.log")
 
 
 @contextlib.asynccontextmanager
@@ -208,7 +207,7 @@ async def test_resume_with_query_parameter_and_reset_cases(
         async with tail(http, server, last_event_id=bad) as stream:
             events = await stream.wait_events(1)
         assert events[0].event == "reset"
-        assert f'"reason": "{reason}"' in events[0].data
+        assert f'"reason":"{reason}"' in events[0].data
         assert events[0].id == f"{inode}-8"  # reconnecting with it continues from here
 
 
@@ -442,7 +441,7 @@ async def test_non_ascii_digits_are_a_clear_error(
             stream = EventStream(r)
             events = await stream.wait_events(1)
             assert events[0].event == "reset"
-            assert '"reason": "malformed"' in events[0].data
+            assert '"reason":"malformed"' in events[0].data
 
 
 async def test_max_line_is_the_same_live_in_tail_and_in_resume(
@@ -729,4 +728,4 @@ async def test_an_absurdly_long_id_is_a_malformed_reset(
     async with tail(http, server, last_event_id="9" * 5000 + "-1") as stream:
         events = await stream.wait_events(1)
     assert events[0].event == "reset"
-    assert '"reason": "malformed"' in events[0].data
+    assert '"reason":"malformed"' in events[0].data

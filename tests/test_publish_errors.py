@@ -11,7 +11,7 @@ from aiohttp import web
 from streamer.app import create_app
 from streamer.server import running
 
-from .conftest import make_settings, require
+from .helpers import make_settings, require
 
 
 async def assert_problem(response: aiohttp.ClientResponse, status: int, kind: str) -> dict:

@@ -7,18 +7,16 @@ import socket
 
 import aiohttp
 
-from .conftest import metric, require_tool, wait_for
+from .helpers import (
+    host_port,
+    metric,
+    publish,
+    read_until,
+    require_tool,
+    subscriber_count,
+    wait_for,
+)
 from .sse_client import subscribe
-from .test_events import publish, subscriber_count
-
-
-def host_port(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
-async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float = 5) -> bytes:
-    return await asyncio.wait_for(reader.readuntil(marker), timeout)
 
 
 async def test_http11_stream_is_chunked_exactly(server: str, http: aiohttp.ClientSession) -> None:

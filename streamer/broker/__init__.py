@@ -1,48 +1,50 @@
-"""The broker: an ordered log of events with ids, bounded history and fan-out.
+"""The broker: an ordered log of events with ids and bounded history.
 
-A broker assigns each published event its id, encodes it once (see
-:mod:`streamer.sse`), keeps a bounded history for resume, and hands the same
-bytes to every local subscriber whose topic filter matches (see
-:mod:`streamer.broker.fanout`). Only the memory broker exists so far; a Redis
-Streams broker will implement the same :class:`Broker` protocol.
+A broker assigns each published event its position, encodes it once (see
+:mod:`streamer.sse`), keeps a bounded history for resume, and hands the
+frame to the :class:`~streamer.fanout.Fanout` it was given, which delivers it
+to local subscribers. The web layer sees only the :class:`Broker` protocol;
+the contract tests (``tests/test_broker_contract.py``) are its definition and
+run against every implementation. Only the memory broker exists so far.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
+from ..errors import BrokerClosed
+from ..fanout import Fanout, Sink
 from ..settings import Settings
-from .fanout import Fanout, FanoutStats, Framing, Sink
-from .model import Event, Resume
+from .model import Event, Health, Position, Resume
 
 __all__ = [
     "Broker",
+    "BrokerClosed",
     "Event",
-    "Fanout",
-    "FanoutStats",
-    "Framing",
+    "Health",
+    "Position",
     "Resume",
-    "Sink",
     "open_broker",
 ]
 
 
 class Broker(Protocol):
-    """What the web layer needs from a broker."""
-
-    fanout: Fanout
+    """What the web layer needs from a broker, whichever one runs."""
 
     async def publish(self, topic: str, data: str, event: str = "message") -> Event:
-        """Append an event to the log and schedule its delivery; returns it with its id."""
+        """Append an event to the log and schedule its delivery; returns it with its id.
+        Raises :class:`BrokerClosed` after :meth:`aclose`."""
         ...
 
     async def subscribe(self, sink: Sink, last_event_id: str | None) -> Resume:
-        """Register ``sink`` for live events and return what it missed.
+        """Register ``sink`` for live events and return what it missed since
+        ``last_event_id`` (``None``: nothing, it starts live).
 
         Every event is either in the returned replay or sent to the sink
-        afterwards, never both and never neither.
+        afterwards, never both and never neither. Raises :class:`BrokerClosed`
+        after :meth:`aclose`.
         """
         ...
 
@@ -50,14 +52,30 @@ class Broker(Protocol):
         """Stop sending to ``sink`` (idempotent)."""
         ...
 
+    def health(self) -> Health:
+        """The broker's state, cheap enough to ask on every ``/healthz``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Deliver what is queued, then accept nothing more (idempotent)."""
+        ...
+
 
 @contextlib.asynccontextmanager
-async def open_broker(settings: Settings) -> AsyncIterator[Broker]:
-    """Create the broker named by ``settings.broker`` and close it on exit."""
+async def open_broker(
+    settings: Settings, fanout: Fanout, lanes: Mapping[str, int] | None = None
+) -> AsyncIterator[Broker]:
+    """The broker named by ``settings.broker``, delivering through ``fanout``; closed on exit.
+
+    ``lanes`` gives topics a history of their own (that many events at most), so a
+    busy topic cannot push the others' events out of resume history.
+    """
     from .memory import MemoryBroker
 
-    broker = MemoryBroker(history=settings.history, history_bytes=settings.history_bytes)
+    broker = MemoryBroker(
+        fanout, history=settings.history, history_bytes=settings.history_bytes, lanes=lanes
+    )
     try:
         yield broker
     finally:
-        broker.fanout.flush()
+        await broker.aclose()

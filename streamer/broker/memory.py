@@ -6,47 +6,98 @@ a process, and a restarted process starts a later epoch, so an id is never
 reused (as long as the wall clock does not run backwards across a restart).
 An id from another epoch cannot be resumed: its events died with the old
 process, so the subscriber gets ``reset``.
+
+History is kept in *lanes*: one for every topic by default, plus one per
+topic given its own (the media folder's ``files`` events), each bounded on
+its own. A burst of file changes then cannot push published events out of
+resume history, and a lane only matters to the subscribers of its topics: a
+``files`` subscriber is not reset because the main lane was trimmed.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
+import bisect
+import heapq
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 
+from ..errors import BrokerClosed
+from ..fanout import Fanout, Frame, Sink
 from ..sse import encode_event
-from .fanout import Fanout, Sink
-from .model import Event, Resume
+from .model import Event, Health, Position, Resume
 
-_ID = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+
+def _offset(event: Event) -> int:
+    return event.position.offset
+
+
+class _Lane:
+    """The history of some topics, bounded by event count and bytes."""
+
+    __slots__ = ("byte_limit", "events", "limit", "size", "trimmed")
+
+    def __init__(self, limit: int, byte_limit: int) -> None:
+        self.events: deque[Event] = deque()
+        self.limit = limit
+        self.byte_limit = byte_limit
+        self.size = 0
+        self.trimmed = 0  # the newest seq dropped from this lane (0: none yet)
+
+    def append(self, event: Event) -> None:
+        events = self.events
+        events.append(event)
+        self.size += len(event.frame.data)
+        while len(events) > self.limit or (self.size > self.byte_limit and len(events) > 1):
+            dropped = events.popleft()
+            self.size -= len(dropped.frame.data)
+            self.trimmed = dropped.position.offset
+
+    def after(self, seq: int) -> Iterator[Event]:
+        events = self.events
+        start = bisect.bisect_right(events, seq, key=_offset)
+        for index in range(start, len(events)):
+            yield events[index]
 
 
 class MemoryBroker:
-    """Ordered in-memory log bounded by event count and by bytes."""
+    """Ordered in-memory log; see the module docstring for ids and lanes."""
 
-    def __init__(self, history: int = 10_000, history_bytes: int = 64 << 20) -> None:
+    kind = "memory"
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        history: int = 10_000,
+        history_bytes: int = 64 << 20,
+        lanes: Mapping[str, int] | None = None,
+    ) -> None:
         self.epoch = time.time_ns() // 1_000_000
-        self.fanout = Fanout()
+        self.fanout = fanout
         self._seq = 0
-        self._history: deque[Event] = deque()
-        self._history_limit = history
-        self._history_bytes_limit = history_bytes
-        self._history_bytes = 0
+        self._closed = False
+        self._main = _Lane(history, history_bytes)
+        self._own_lanes = {
+            topic: _Lane(limit, history_bytes) for topic, limit in (lanes or {}).items()
+        }
 
     @property
-    def head_id(self) -> str:
-        return f"{self.epoch}-{self._seq}"
+    def head(self) -> Position:
+        return Position(self.epoch, self._seq)
 
     async def publish(self, topic: str, data: str, event: str = "message") -> Event:
+        if self._closed:
+            raise BrokerClosed("the broker is closed")
         self._seq += 1
-        event_id = f"{self.epoch}-{self._seq}"
-        item = Event(event_id, self._seq, topic, encode_event(event_id, event, data))
-        self._remember(item)
-        self.fanout.publish(item)
+        position = Position(self.epoch, self._seq)
+        item = Event(position, Frame(topic, encode_event(str(position), event, data)))
+        self._own_lanes.get(topic, self._main).append(item)
+        self.fanout.publish(item.frame)
         return item
 
     async def subscribe(self, sink: Sink, last_event_id: str | None) -> Resume:
+        if self._closed:
+            raise BrokerClosed("the broker is closed")
         # No await in here: the snapshot and the registration happen at one
         # instant, so no event can fall between replay and live delivery.
         self.fanout.flush()  # queued events are in history; deliver them to the others first
@@ -57,29 +108,41 @@ class MemoryBroker:
     def unsubscribe(self, sink: Sink) -> None:
         self.fanout.remove(sink)
 
-    def _remember(self, item: Event) -> None:
-        history = self._history
-        history.append(item)
-        self._history_bytes += len(item.frame)
-        while len(history) > self._history_limit or (
-            self._history_bytes > self._history_bytes_limit and len(history) > 1
-        ):
-            self._history_bytes -= len(history.popleft().frame)
+    def health(self) -> Health:
+        return Health(self.kind, "closed" if self._closed else "ok")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.fanout.flush()
+
+    def _lanes_for(self, topics: frozenset[str] | None) -> list[_Lane]:
+        """The lanes that can hold events of ``topics`` (``None``: every topic)."""
+        if topics is None:
+            return [self._main, *self._own_lanes.values()]
+        lanes = [lane for topic, lane in self._own_lanes.items() if topic in topics]
+        if any(topic not in self._own_lanes for topic in topics):
+            lanes.append(self._main)
+        return lanes
 
     def _resume(self, topics: frozenset[str] | None, last_event_id: str | None) -> Resume:
+        head = self.head
         if not last_event_id:
-            return Resume([], None, self.head_id)
-        match = _ID.fullmatch(last_event_id)
-        if match is None:
-            return Resume([], "malformed", self.head_id)
-        epoch, seq = int(match[1]), int(match[2])
-        if epoch != self.epoch:
-            return Resume([], "epoch", self.head_id)
+            return Resume([], None, head)
+        position = Position.parse(last_event_id)
+        if position is None:
+            return Resume([], "malformed", head)
+        if position.epoch != self.epoch:
+            return Resume([], "epoch", head)
+        seq = position.offset
         if seq > self._seq:
-            return Resume([], "unknown", self.head_id)
-        oldest = self._history[0].seq if self._history else self._seq + 1
-        if seq + 1 < oldest:
-            return Resume([], "too-old", self.head_id)
-        missed = itertools.islice(self._history, seq + 1 - oldest, None)
-        replay = [e.frame for e in missed if topics is None or e.topic in topics]
-        return Resume(replay, None, self.head_id)
+            return Resume([], "unknown", head)
+        lanes = self._lanes_for(topics)
+        if any(seq < lane.trimmed for lane in lanes):
+            return Resume([], "too-old", head)
+        missed: Iterable[Event]
+        if len(lanes) == 1:
+            missed = lanes[0].after(seq)
+        else:
+            missed = heapq.merge(*(lane.after(seq) for lane in lanes), key=_offset)
+        replay = [e.frame.data for e in missed if topics is None or e.frame.topic in topics]
+        return Resume(replay, None, head)

@@ -1,18 +1,48 @@
-"""Plain values that pass between the broker and its users."""
+"""Plain values that pass between a broker and its users."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from ..fanout import Frame
+
+_POSITION = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where an event sits in a broker's log: the log's ``epoch`` (a new one whenever the
+    log starts over empty) and the event's ``offset`` in it. Clients see it as the opaque
+    id ``<epoch>-<offset>``; it is parsed once, at the edge, and compared as a value."""
+
+    epoch: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position | None:
+        """The position an id names, or ``None`` when it is not one of ours."""
+        match = _POSITION.fullmatch(text)
+        return None if match is None else cls(int(match[1]), int(match[2]))
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A published event: its id, global sequence number, topic and SSE bytes."""
+    """A published event: its position and the frame every subscriber gets."""
 
-    id: str
-    seq: int
-    topic: str
-    frame: bytes
+    position: Position
+    frame: Frame
+
+    @property
+    def id(self) -> str:
+        return str(self.position)
+
+    @property
+    def topic(self) -> str:
+        return self.frame.topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +51,26 @@ class Resume:
 
     ``replay`` holds the SSE frames it missed, in order. When resuming is not
     possible, ``reset`` names why (``malformed``, ``epoch``, ``unknown`` or
-    ``too-old``) and ``head_id`` is the id of the newest event, so a client that
-    reconnects after the reset resumes from there.
+    ``too-old``) and ``head`` is the position of the newest event, so a client
+    that reconnects after the reset resumes from there.
     """
 
     replay: list[bytes]
     reset: str | None
-    head_id: str
+    head: Position
+
+    @property
+    def head_id(self) -> str:
+        return str(self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A broker's own view of itself, for ``/healthz`` and ``/metrics``."""
+
+    kind: str  # "memory", "redis"
+    state: str  # "ok", or what is wrong ("closed", ...)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"

@@ -27,8 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from .. import sse
-from ..broker.fanout import Fanout
-from ..broker.model import Event
+from ..fanout import Fanout, Frame
 from .logtail import MAX_LINE, Tail, TailEvent
 
 log = logging.getLogger("streamer.logs")
@@ -61,9 +60,6 @@ class LogHub:
         self.fanout = Fanout()
         self.max_line = max_line
         self.feeds: dict[str, Feed] = {}  # by path
-        # transports of subscribers still catching up (not in the fan-out yet), so that a
-        # shutdown can end them too
-        self.catching_up: set[asyncio.Transport] = set()
         self.polls = 0  # blocking poll calls made (on /metrics)
 
     @contextlib.asynccontextmanager
@@ -93,8 +89,10 @@ class LogHub:
                 async with feed.lock:
                     feed.tail.close()
 
-    def paths(self) -> list[str]:
-        return list(self.feeds)
+    def close(self) -> None:
+        """Close every followed file (at shutdown, once nothing polls any more)."""
+        for feed in self.feeds.values():
+            feed.tail.close()
 
     async def poll(self, feed: Feed) -> None:
         """Read what changed and publish it. Wake-ups that arrive while a poll is waiting
@@ -128,14 +126,14 @@ class LogHub:
     def publish(self, feed: Feed, events: list[TailEvent]) -> None:
         fanout = self.fanout
         for event in events:
-            frame = sse.encode_event(event.id, event.kind, event.data)
-            fanout.publish(Event(event.id or "", 0, feed.path, frame))
+            data = sse.encode_event(event.id, event.kind, event.data)
+            fanout.publish(Frame(feed.path, data))
             if not feed.needles:
                 continue
             folded = event.data.casefold() if event.kind in LINE_KINDS else ""
             for needle in feed.needles:
                 if event.kind not in LINE_KINDS or needle in folded:
-                    fanout.publish(Event(event.id or "", 0, grep_topic(feed.path, needle), frame))
+                    fanout.publish(Frame(grep_topic(feed.path, needle), data))
 
 
 def _poll_once(tail: Tail) -> tuple[list[TailEvent], bool]:

@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass
 from typing import Final
 
-from ..paths import is_visible_inside
+from ..paths import open_checked
 
 READ_CHUNK: Final = 1024 * 1024
 MAX_READ_PER_POLL: Final = 8 * 1024 * 1024  # a poll returns at most this much; the next continues
@@ -280,18 +280,11 @@ class Tail:
 def open_log(root: str, path: str) -> tuple[int, str] | None:
     """``(fd, real path)`` of ``path`` if it is a regular file whose real path is visible
     inside ``root`` (the name may have been swapped for a symlink leading elsewhere)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    opened = open_checked(root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if opened is not None and not stat.S_ISREG(os.fstat(opened[0]).st_mode):
+        os.close(opened[0])
         return None
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        real = os.path.realpath(path)
-    if stat.S_ISREG(os.fstat(fd).st_mode) and is_visible_inside(root, real):
-        return fd, real
-    os.close(fd)
-    return None
+    return opened
 
 
 def line_start_at_or_after(fd: int, offset: int) -> int:

@@ -9,9 +9,7 @@ Everything that is not a visible regular file inside the root is the same
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import mimetypes
 import os
 import secrets
 import stat
@@ -25,11 +23,12 @@ from aiohttp import web
 
 from ..conditions import Outcome, evaluate_preconditions, http_date, if_range_allows, strong_etag
 from ..digests import DigestCache, FileChanged, identity, repr_digest
-from ..errors import Problem
-from ..paths import open_inside
+from ..errors import Problem, not_found
+from ..paths import has_smuggled_separator, open_inside
 from ..ranges import UNSATISFIABLE, ByteRange, parse_range
 from .filebody import FileShrank, Piece, read_range, send_pieces
 from .keys import DIGESTS, SETTINGS, SIDECAR_INDEX, SMALL_FILES
+from .mediatypes import content_type
 from .sidecars import SIDECARS, SidecarIndex, preferred_codings
 from .smallfiles import CachedFile, SmallFileCache
 
@@ -37,14 +36,7 @@ from .smallfiles import CachedFile, SmallFileCache
 # (a few ms); bigger files get theirs in the background and the header once it is known.
 DIGEST_INLINE_MAX: Final = 16 * 1024 * 1024
 SUFFIXES: Final = dict(SIDECARS)
-# Percent-encodings that would smuggle a separator or NUL past the router's decoding.
-_SMUGGLED: Final = ("%2f", "%5c", "%00")
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def not_found() -> Problem:
-    """The one 404 for every path that is not served, whatever the reason."""
-    return Problem(404, "not-found", "Not Found")  # the same body as the router's 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +60,6 @@ class Representation:
             return self.body
         assert self.fd is not None
         return self.fd
-
-
-def content_type(name: str) -> str:
-    """The media type for a file name (UTF-8 assumed for text)."""
-    return _content_type_for(os.path.splitext(name)[1].lower())
-
-
-@functools.lru_cache(maxsize=1024)
-def _content_type_for(extension: str) -> str:
-    guessed, _ = mimetypes.guess_type("x" + extension, strict=False)
-    if guessed is None:
-        return "application/octet-stream"
-    return guessed + "; charset=utf-8" if guessed.startswith("text/") else guessed
 
 
 def content_disposition(name: str) -> str:
@@ -189,8 +168,7 @@ def check_query(request: web.Request) -> tuple[bool, bool]:
 async def serve_file(request: web.Request) -> web.StreamResponse:
     root = str(request.app[SETTINGS].media)
     user_path = request.match_info["path"]
-    raw_path = request.raw_path.partition("?")[0].lower()
-    if any(token in raw_path for token in _SMUGGLED):
+    if has_smuggled_separator(request.raw_path):
         raise not_found()
     folder_only = user_path.endswith("/")  # "sub/" may only name a folder
     user_path = user_path.removesuffix("/")
@@ -318,7 +296,7 @@ async def _hex_digest(request: web.Request, rep: Representation) -> web.Response
     except (FileChanged, OSError):
         raise Problem(503, "file-changing", "The file changed while hashing; retry.") from None
     return web.Response(
-        text=digest.hex(),
+        text=digest.hex() + "\n",
         content_type="text/plain",
         headers={"ETag": rep.etag, "Cache-Control": "no-cache"},
     )
@@ -335,5 +313,12 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
     await digests.close()
 
 
+async def root_folder(request: web.Request) -> web.StreamResponse:
+    """``/files`` and ``/files/``: the media root is a folder like any other."""
+    raise web.HTTPFound("/api/files")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/files/{path:.+}", serve_file)  # GET also answers HEAD
+    app.router.add_get("/files", root_folder)
+    app.router.add_get("/files/", root_folder)

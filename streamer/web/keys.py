@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..broker import Broker
 from ..digests import DigestCache
+from ..fanout import Fanout
 from ..settings import Settings
 from ..sources.loghub import LogHub
 from .sidecars import SidecarIndex
@@ -13,6 +14,8 @@ from .smallfiles import SmallFileCache
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
+EVENTS_FANOUT = web.AppKey("events_fanout", Fanout)  # the broker delivers through it
+FANOUTS = web.AppKey("fanouts", list[Fanout])  # every fan-out with streams: see web/streams.py
 DIGESTS = web.AppKey("digests", DigestCache)
 SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
 SMALL_FILES = web.AppKey("small_files", SmallFileCache)

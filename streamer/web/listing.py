@@ -10,21 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from ..errors import not_found
 from ..paths import resolve_inside
-from .files import content_type, not_found
+from .formats import iso_time, json_line
 from .keys import SETTINGS
+from .mediatypes import content_type
 from .sidecars import SIDECARS
-
-
-def iso_time(seconds: float) -> str:
-    """``2026-11-25T20:13:32Z``: UTC, whole seconds."""
-    return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")
 
 
 def _entry(root: str, rel: str, name: str) -> dict[str, Any] | None:
@@ -86,6 +82,7 @@ async def list_files(request: web.Request) -> web.Response:
     return web.json_response(
         {"dir": rel, "parent": parent, "entries": entries},
         headers={"Cache-Control": "no-cache"},
+        dumps=json_line,
     )
 
 

@@ -8,18 +8,22 @@ import time
 from aiohttp import web
 
 from .. import __version__
-from .keys import BROKER, LOG_HUB, SMALL_FILES, STARTED_AT
+from .formats import json_line
+from .keys import BROKER, EVENTS_FANOUT, LOG_HUB, SMALL_FILES, STARTED_AT
 
 
 async def healthz(request: web.Request) -> web.Response:
-    broker = request.app[BROKER]
+    health = request.app[BROKER].health()
     return web.json_response(
         {
-            "status": "ok",
+            "status": "ok" if health.ok else "degraded",
             "version": __version__,
             "uptime": round(time.monotonic() - request.app[STARTED_AT], 3),
-            "subscribers": len(broker.fanout),
-        }
+            "pid": os.getpid(),
+            "subscribers": len(request.app[EVENTS_FANOUT]),
+            "broker": {"kind": health.kind, "state": health.state},
+        },
+        dumps=json_line,
     )
 
 
@@ -33,7 +37,7 @@ def open_fds() -> int:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition format, version 0.0.4."""
-    fanout = request.app[BROKER].fanout
+    fanout = request.app[EVENTS_FANOUT]
     hub = request.app[LOG_HUB]
     stats = fanout.stats
     samples = [

@@ -14,7 +14,10 @@ The hot path of the whole server. Three decisions keep it cheap:
 
 Sinks are called synchronously: there is no queue and no coroutine per
 subscriber. A sink must never block; it writes to its transport or drops
-itself (see ``streamer.web.events``).
+itself (see ``streamer.web.streams``).
+
+The fan-out knows nothing of brokers: the event broker hands it the frames of
+published events, the log hub the frames of log lines, each its own instance.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .model import Event
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What the fan-out delivers: the encoded SSE bytes of one event, and the topic that
+    decides who gets them."""
+
+    topic: str
+    data: bytes
+
 
 Framing = Callable[[bytes], bytes]
 GroupKey = tuple[frozenset[str] | None, Framing]
@@ -60,7 +70,7 @@ class Fanout:
         self._by_topic: dict[str, set[GroupKey]] = {}
         self._wildcard: set[GroupKey] = set()
         self._topic_sets: dict[frozenset[str], frozenset[str]] = {}
-        self._pending: list[Event] = []
+        self._pending: list[Frame] = []
         self._flush_handle: asyncio.Handle | None = None
         self._count = 0
         self.stats = FanoutStats()
@@ -115,9 +125,9 @@ class Fanout:
         if not any(other[0] == sink.topics for other in self._groups):
             del self._topic_sets[sink.topics]
 
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for delivery at the next loop iteration."""
-        self._pending.append(event)
+    def publish(self, frame: Frame) -> None:
+        """Queue ``frame`` for delivery at the next loop iteration."""
+        self._pending.append(frame)
         self.stats.published += 1
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
@@ -127,17 +137,17 @@ class Fanout:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        events, self._pending = self._pending, []
-        if not events:
+        pending, self._pending = self._pending, []
+        if not pending:
             return
         frames_by_group: dict[GroupKey, list[bytes]] = {}
         wildcard = self._wildcard
         by_topic = self._by_topic
-        for event in events:
-            for key in by_topic.get(event.topic, ()):
-                frames_by_group.setdefault(key, []).append(event.frame)
+        for frame in pending:
+            for key in by_topic.get(frame.topic, ()):
+                frames_by_group.setdefault(key, []).append(frame.data)
             for key in wildcard:
-                frames_by_group.setdefault(key, []).append(event.frame)
+                frames_by_group.setdefault(key, []).append(frame.data)
         stats = self.stats
         for key, frames in frames_by_group.items():
             group = self._groups[key]

@@ -1,4 +1,5 @@
-"""What every response gets just before its headers go out: a request id, problem bodies."""
+"""The ``on_response_prepare`` hook: what every response gets just before its headers go out
+(a request id; problem+json for errors made elsewhere)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,297 @@
+"""The SSE stream machinery every stream endpoint shares (``/events``, ``/logs/...``).
+
+A subscriber is an :class:`SseStream`, a :class:`~streamer.fanout.Sink`. Its
+life, the same for every endpoint:
+
+1. **register** with its fan-out first (through the broker, or the log hub),
+   so nothing published from now on can miss it; what arrives meanwhile waits
+   in the stream's backlog, bounded like its buffer;
+2. **answer**: the headers, then ``retry:`` and ``: connected``, then the
+   reset or what it missed, written through aiohttp with flow control
+   (a client that sees the headers, as a browser's ``open`` event, is
+   already subscribed);
+3. **go live**: the backlog is flushed and live data bypasses aiohttp's
+   writer, going straight to the socket's transport as bytes framed once per
+   group by the fan-out. Nothing is queued per subscriber beyond the
+   transport's own write buffer, and a subscriber whose unsent bytes pass
+   ``max_buffer`` is cut.
+
+The lifecycle here (one heartbeat task, the graceful end at shutdown) knows
+no endpoint: it walks the fan-outs that the subsystems register with
+:func:`register_fanout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Final
+
+from aiohttp import HttpVersion11, web
+
+from .. import sse
+from ..fanout import Fanout, FanoutStats, Framing
+from .keys import FANOUTS, SETTINGS
+
+log = logging.getLogger("streamer.streams")
+
+SSE_HEADERS: Final = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("X-Accel-Buffering", "no"),  # tells nginx not to buffer the stream
+)
+OPENING_WRITE_SIZE: Final = 64 * 1024  # replay and catch-up are written in pieces of this size
+
+
+def chunked(data: bytes) -> bytes:
+    """HTTP/1.1 chunked transfer coding of one chunk (the fan-out frames once per group)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def unframed(data: bytes) -> bytes:
+    """HTTP/1.0 has no chunking: the body simply ends when the connection does."""
+    return data
+
+
+def last_event_id(request: web.Request) -> str | None:
+    """Where the client resumes: the ``Last-Event-ID`` header, else ``?lastEventId=`` (for
+    clients that cannot set headers). An empty value means "no id", as in EventSource."""
+    return request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
+
+
+class SseStream:
+    """One subscriber: a :class:`~streamer.fanout.Sink` writing to a transport.
+
+    Until :meth:`go_live`, sent data waits in a backlog (the handler is still
+    writing the opening through aiohttp); after it, data goes straight to the
+    transport. ``closed`` resolves with why the stream ends: ``"slow"``,
+    ``"gone"`` or ``"shutdown"``. ``sent`` counts the bytes written directly
+    (for the access log).
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_backlog_size",
+        "_fanout",
+        "_limit",
+        "_sent_since_tick",
+        "_stats",
+        "closed",
+        "framing",
+        "sent",
+        "topics",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        topics: frozenset[str] | None,
+        framing: Framing,
+        transport: asyncio.Transport,
+        fanout: Fanout,
+        limit: int,
+    ) -> None:
+        self.topics = topics
+        self.framing = framing
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.sent = 0
+        self.transport = transport
+        self._fanout = fanout
+        self._stats: FanoutStats = fanout.stats
+        self._limit = limit
+        self._backlog: list[bytes] | None = []
+        self._backlog_size = 0
+        self._sent_since_tick = False
+
+    @property
+    def live(self) -> bool:
+        return self._backlog is None
+
+    def send(self, data: bytes) -> None:
+        self._sent_since_tick = True
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.append(data)
+            self._backlog_size += len(data)
+            if self._backlog_size > self._limit:
+                self._drop("slow")
+            return
+        transport = self.transport
+        if transport.is_closing():
+            self._drop("gone")
+            return
+        transport.write(data)
+        self.sent += len(data)
+        if transport.get_write_buffer_size() > self._limit:
+            self._drop("slow")
+
+    def go_live(self) -> None:
+        """Flush the backlog and switch to direct writes."""
+        backlog, self._backlog = self._backlog, None
+        if backlog and not self.closed.done():
+            self.send(b"".join(backlog))
+
+    def heartbeat(self, ping: bytes) -> None:
+        """Called every heartbeat period: ping if nothing was sent since the last call."""
+        if self.transport.is_closing():
+            self._drop("gone")
+        elif self._sent_since_tick:
+            self._sent_since_tick = False
+        elif self._backlog is None:
+            self.send(self.framing(ping))
+            self._sent_since_tick = False
+
+    def finish(self, reason: str) -> None:
+        """End the stream gracefully: the handler flushes and closes the response. A stream
+        still writing its opening cannot be ended between two of its writes: it is closed
+        (it resumes by id like any reconnect)."""
+        self._fanout.remove(self)
+        if not self.live:
+            self.transport.abort()  # close() would wait for a buffer the client may not read
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+    def _drop(self, reason: str) -> None:
+        if self.closed.done():
+            return
+        if reason == "slow":
+            self._stats.dropped_slow += 1
+            log.info("dropping slow subscriber (%d unsent bytes)", self._unsent())
+        self._fanout.remove(self)
+        self.transport.abort()
+        self.closed.set_result(reason)
+
+    def _unsent(self) -> int:
+        if self._backlog is not None:
+            return self._backlog_size
+        return self.transport.get_write_buffer_size()
+
+
+class SseResponse(web.StreamResponse):
+    """The response of a stream; its ``body_length`` (the access log's byte count) includes
+    what the stream wrote past aiohttp, also when the client ended it."""
+
+    def __init__(self) -> None:
+        super().__init__(headers=SSE_HEADERS)
+        self.stream: SseStream | None = None
+        self.written = 0  # through aiohttp
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += len(data)
+        await super().write(data)
+
+    @property
+    def body_length(self) -> int:
+        return self.written + (self.stream.sent if self.stream is not None else 0)
+
+
+def start_stream(
+    request: web.Request, fanout: Fanout, topics: frozenset[str] | None
+) -> tuple[SseResponse, SseStream | None]:
+    """A response (not prepared yet: register first) and its stream for ``topics`` of
+    ``fanout``; the stream is ``None`` when the client has already left."""
+    response = SseResponse()
+    is_chunked = request.version >= HttpVersion11
+    if is_chunked:
+        response.enable_chunked_encoding()
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return response, None
+    limit = request.app[SETTINGS].max_buffer
+    stream = SseStream(topics, chunked if is_chunked else unframed, transport, fanout, limit)
+    response.stream = stream
+    return response, stream
+
+
+async def write_opening(
+    request: web.Request, response: SseResponse, opening: bytes, frames: list[bytes]
+) -> None:
+    """Send the headers, the preamble with ``opening`` (a reset or the last lines), then
+    ``frames`` (a replay) in writes of about :data:`OPENING_WRITE_SIZE`, with flow control."""
+    await response.prepare(request)
+    await response.write(sse.encode_preamble(request.app[SETTINGS].retry) + opening)
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        batch.append(frame)
+        size += len(frame)
+        if size >= OPENING_WRITE_SIZE:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+
+
+class client_may_leave:
+    """A client that goes away is the normal end of a stream, not an error.
+
+    With ``handler_cancellation`` its leaving cancels the handler: that is
+    swallowed (and uncancelled) so aiohttp finishes the request and writes its
+    access-log line. A write to a connection it closed is swallowed too. (A
+    small class rather than ``@contextmanager``: it stays alive for the whole
+    life of every idle stream, and a generator frame would cost more memory.)
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if kind is None:
+            return False
+        if issubclass(kind, ConnectionError):
+            return True
+        if issubclass(kind, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if self.transport.is_closing() and task is not None:
+                task.uncancel()
+                return True
+        return False
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+def register_fanout(app: web.Application, fanout: Fanout) -> None:
+    """Let the heartbeat and the shutdown reach the streams of ``fanout``."""
+    app[FANOUTS].append(fanout)
+
+
+async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: one task pings idle streams and notices dead ones."""
+    task = asyncio.create_task(_heartbeat_loop(app), name="streamer-heartbeat")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _heartbeat_loop(app: web.Application) -> None:
+    interval = app[SETTINGS].heartbeat
+    while True:
+        await asyncio.sleep(interval)
+        for fanout in app[FANOUTS]:
+            for stream in fanout.sinks():
+                if isinstance(stream, SseStream):
+                    stream.heartbeat(sse.PING)
+
+
+async def close_streams(app: web.Application) -> None:
+    """``on_shutdown``: deliver what is queued, then end every stream so clients reconnect."""
+    for fanout in app[FANOUTS]:
+        fanout.flush()
+        for stream in fanout.sinks():
+            if isinstance(stream, SseStream):
+                stream.finish("shutdown")

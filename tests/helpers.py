@@ -1,0 +1,180 @@
+"""What the tests share: real servers (in this process or as a subprocess), real clients,
+and waiting on conditions instead of sleeping.
+
+``make_settings(**overrides)`` is what the ``start_server`` fixture runs (port 0);
+``cli_server(...)`` runs ``python -m streamer`` as a subprocess, for what needs a
+real process (signals, exit codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from streamer.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT / "media"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(available: bool, what: str) -> None:
+    """Skip when ``what`` is missing on a laptop; under ``CI=true`` fail instead."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: .ci/run must provide it)")
+    pytest.skip(what)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool, with :func:`require`'s skip-or-fail rule."""
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed")
+    assert path is not None
+    return path
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 5.0,
+    interval: float = 0.01,
+) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base = Settings(host="127.0.0.1", port=0, media=MEDIA, heartbeat=30.0)
+    return dataclasses.replace(base, **overrides)
+
+
+async def metric(http: aiohttp.ClientSession, server: str, name: str) -> int:
+    """One value from the server's ``/metrics``."""
+    async with http.get(f"{server}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+async def publish(
+    http: aiohttp.ClientSession,
+    base: str,
+    topic: str,
+    body: str | bytes = "",
+    *,
+    event: str | None = None,
+    json_body: object = None,
+) -> str:
+    params = {"event": event} if event else {}
+    if json_body is not None:
+        request = http.post(f"{base}/events/{topic}", params=params, json=json_body)
+    else:
+        request = http.post(f"{base}/events/{topic}", params=params, data=body)
+    async with request as response:
+        assert response.status == 201, await response.text()
+        reply = await response.json()
+        assert reply["topic"] == topic
+        return reply["id"]
+
+
+async def subscriber_count(http: aiohttp.ClientSession, base: str) -> int:
+    async with http.get(f"{base}/healthz") as response:
+        return (await response.json())["subscribers"]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float = 5) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(marker), timeout)
+
+
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection and read until the server closes it."""
+    reader, writer = await asyncio.open_connection(*host_port(url))
+    writer.write(request)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data
+
+
+def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, dict(line.split(": ", 1) for line in lines), body
+
+
+class CliServer:
+    """A server subprocess; its output is collected in ``lines`` by a thread."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+
+@contextlib.contextmanager
+def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliServer]:
+    """Run ``python -m streamer`` on a free port; yields once it is listening."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "serve", "--port", "0", "--media", str(MEDIA), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        url = None
+        deadline = time.monotonic() + 10
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                url = match[1]
+        assert url, "server did not start"
+        yield CliServer(process, url)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(5)
+        if process.stdout:
+            process.stdout.close()
