@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import fields
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from streamer.errors import StartupError
+from streamer.server import running
 from streamer.settings import Settings, load_settings
 
-from .helpers import MEDIA, ROOT, cli_server, publish
+from .helpers import MEDIA, ROOT, cli_server, make_settings, publish
 from .sse_client import subscribe
 
 
@@ -34,6 +39,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     ("args", "env", "message"),
     [
         (["--media", "/no/such/folder"], {}, "--media='/no/such/folder': folder not found"),
+        (["--media", "README.md"], {}, "--media='README.md': not a folder"),
+        (["--logs", "/no/such/folder"], {}, "--logs='/no/such/folder': folder not found"),
+        (["--token", ""], {}, "--token='': must not be empty"),
+        ([], {"STREAMER_TOKEN": "two words"}, "STREAMER_TOKEN='two words': must be printable"),
+        (["--log-file", "/no/such/folder/x.log"], {}, "cannot write the server's own log"),
         (["--port", "70000"], {}, "--port='70000': must be between 0 and 65535"),
         (["--port", "eighty"], {}, "--port='eighty': not a number"),
         (["--heartbeat", "0"], {}, "--heartbeat='0': must be a positive number"),
@@ -53,6 +63,43 @@ def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict, message: 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("streamer: error: ")
     assert message in lines[0]
+
+
+def test_an_own_log_that_cannot_be_written_names_the_cause(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    (logs / "streamer.log").mkdir(parents=True)  # a folder where the own log would go
+    result = run_cli("serve", "--logs", str(logs))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"streamer: error: cannot write the server's own log {logs / 'streamer.log'}: "
+        "Is a directory; choose another with --log-file FILE, or --log-file off"
+    ]
+
+
+def test_the_own_log_can_go_elsewhere_or_nowhere(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    elsewhere = tmp_path / "own.log"
+    settings = load_settings({"logs": str(logs), "log_file": str(elsewhere)}, {})
+    assert settings.log_file == elsewhere
+    assert load_settings({"logs": str(logs)}, {}).log_file == logs.resolve() / "streamer.log"
+    assert load_settings({"logs": str(logs), "log_file": "off"}, {}).log_file is None
+    assert load_settings({}, {}).log_file is None  # no logs folder: stderr only
+
+
+async def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
+    """The own log starts first; a port already taken fails later: the log is closed again
+    and the error is a StartupError that names the address."""
+    before = list(logging.getLogger().handlers)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(port=port, log_file=tmp_path / "own.log")
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: "):
+            async with running(settings):
+                pass
+    assert logging.getLogger().handlers == before
 
 
 def test_port_in_use_exits_2_with_one_line() -> None:
@@ -77,15 +124,26 @@ def test_flag_wins_over_env_and_env_over_default() -> None:
     assert settings.media == MEDIA.resolve()
 
 
-def test_help_lists_every_setting_with_its_env_var() -> None:
+def test_help_lists_every_setting_with_its_env_var_and_default() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
-    for flag, env in [
-        ("--heartbeat", "STREAMER_HEARTBEAT"),
-        ("--max-buffer", "STREAMER_MAX_BUFFER"),
-    ]:
-        assert flag in result.stdout
-        assert env in result.stdout
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for name in fields(Settings):
+        flag = "--" + name.name.replace("_", "-")
+        assert flag in text
+        assert f"[STREAMER_{name.name.upper()}]" in text
+    assert "--heartbeat SECONDS" in text
+    assert "--max-buffer BYTES" in text
+    assert "(default: 15)" in text
+    assert "(default: 1048576)" in text
+    assert "VALUE" not in text
+
+
+def test_top_level_help_points_to_the_serve_flags() -> None:
+    for args in (["--help"], ["-h"]):
+        result = run_cli(*args)
+        assert result.returncode == 0
+        assert "serve --help" in result.stdout
 
 
 async def test_env_reaches_the_running_server(http: aiohttp.ClientSession) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from streamer.sse import ParsedEvent, parse_stream
 
-from .helpers import publish, subscriber_count, wait_for
+from .helpers import host_port, publish, read_until, subscriber_count, wait_for
 from .sse_client import subscribe
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -212,14 +212,18 @@ async def test_many_subscribers_all_get_every_event(
             assert [e.id for e in await stream.wait_events(10)] == ids
 
 
-async def test_every_stream_gets_an_access_log_line(
+async def test_every_stream_gets_an_access_log_line_with_its_bytes(
     server: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="aiohttp.access")
-    headers = {"X-Request-ID": "stream-log-1"}
-    async with http.get(f"{server}/events", headers=headers) as response:
-        await response.content.readuntil(b": connected\n\n")
-    # The client went away: the stream ends and is logged like any request.
+    reader, writer = await asyncio.open_connection(*host_port(server))
+    writer.write(b"GET /events HTTP/1.1\r\nHost: t\r\nX-Request-ID: stream-log-1\r\n\r\n")
+    await read_until(reader, b"\r\n\r\n")
+    body = await read_until(reader, b": connected\n\n\r\n")
+    await publish(http, server, "t", "counted")
+    body += await read_until(reader, b"data: counted\n\n\r\n")
+    writer.close()  # the client goes away: the stream ends and is logged like any request
+    await writer.wait_closed()
 
     def logged() -> bool:
         return any("stream-log-1" in r.getMessage() for r in caplog.records)
@@ -227,4 +231,18 @@ async def test_every_stream_gets_an_access_log_line(
     await wait_for(logged, timeout=2)
     lines = [r.getMessage() for r in caplog.records if "stream-log-1" in r.getMessage()]
     assert len(lines) == 1
-    assert '"GET /events HTTP/1.1" 200' in lines[0]
+    assert f'"GET /events HTTP/1.1" 200 {len(body)} ' in lines[0]
+
+
+async def test_an_event_published_as_soon_as_the_headers_arrive_is_delivered(
+    server: str, http: aiohttp.ClientSession
+) -> None:
+    """EventSource fires ``open`` on the headers: a subscriber is registered before them."""
+    for attempt in range(10):
+        reader, writer = await asyncio.open_connection(*host_port(server))
+        writer.write(b"GET /events?topic=early HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_until(reader, b"\r\n\r\n")
+        await publish(http, server, "early", f"right after the headers {attempt}")
+        await read_until(reader, f"data: right after the headers {attempt}\n\n".encode())
+        writer.close()
+        await writer.wait_closed()

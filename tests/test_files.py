@@ -410,6 +410,15 @@ async def test_folder_redirects_to_its_listing(files: str, http: aiohttp.ClientS
         async with http.get(f"{files}/files/{path}", allow_redirects=False) as r:
             assert r.status == 302
             assert r.headers["Location"] == "/api/files?dir=sub/deeper"
+    for path in ("/files", "/files/"):  # the media root is a folder too
+        async with http.get(f"{files}{path}", allow_redirects=False) as r:
+            assert r.status == 302
+            assert r.headers["Location"] == "/api/files"
+        async with http.head(f"{files}{path}", allow_redirects=False) as r:
+            assert r.status == 302
+    async with http.get(f"{files}/files/") as r:  # and the listing is where it leads
+        assert r.status == 200
+        assert (await r.json())["dir"] == ""
 
 
 async def test_post_to_a_file_is_405_problem(files: str, http: aiohttp.ClientSession) -> None:

@@ -18,8 +18,17 @@ import pytest
 from streamer.server import running
 from streamer.sse import ParsedEvent, parse_stream
 
-from .helpers import make_settings, metric, raw_request, require, split_response, wait_for
-from .sse_client import EventStream, subscribe
+from .helpers import (
+    host_port,
+    make_settings,
+    metric,
+    raw_request,
+    require,
+    split_response,
+    wait_for,
+)
+from .helpers import read_until as read_stream_until
+from .sse_client import EventStream
 
 
 @pytest.fixture
@@ -305,27 +314,6 @@ async def test_bad_query_is_400(server: str, http: aiohttp.ClientSession, query:
     async with http.get(f"{server}/logs/app.log?{query}") as r:
         assert r.status == 400
         assert r.content_type == "application/problem+json"
-
-
-async def test_media_changes_become_files_events(
-    start_server: Callable[..., Awaitable[str]], tmp_path: Path, http: aiohttp.ClientSession
-) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    server = await start_server(media=media.resolve())
-    async with subscribe(http, server, "files") as stream:
-        (media / "new.txt").write_text("hello")
-        await stream.wait_text('"path":"new.txt"')
-        (media / ".hidden").write_text("x")
-        (media / "new.txt").unlink()
-        await stream.wait_text("event: deleted\n")
-    kinds = [(e.event, e.data) for e in stream.events]
-    assert ("created", '{"path":"new.txt","size":5,"type":"file"}') in kinds or (
-        "modified",
-        '{"path":"new.txt","size":5,"type":"file"}',
-    ) in kinds
-    assert ("deleted", '{"path":"new.txt","size":null,"type":"file"}') in kinds
-    assert not any(".hidden" in data for _, data in kinds)
 
 
 async def test_shutdown_cancels_the_watcher_and_tailers_cleanly(
@@ -729,3 +717,20 @@ async def test_an_absurdly_long_id_is_a_malformed_reset(
         events = await stream.wait_events(1)
     assert events[0].event == "reset"
     assert '"reason":"malformed"' in events[0].data
+
+
+async def test_a_line_appended_as_soon_as_the_headers_arrive_is_delivered(
+    server: str, logs_dir: Path
+) -> None:
+    """A browser's EventSource fires ``open`` on the headers, and a page that then makes
+    the server log something must see it: the subscriber is registered before them."""
+    log = logs_dir / "app.log"
+    for attempt in range(10):
+        reader, writer = await asyncio.open_connection(*host_port(server))
+        writer.write(b"GET /logs/app.log HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await read_stream_until(reader, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        append(log, b"right after the headers %d\n" % attempt)
+        await read_stream_until(reader, b"data: right after the headers %d\n\n" % attempt)
+        writer.close()
+        await writer.wait_closed()

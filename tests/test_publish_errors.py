@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import aiohttp
@@ -160,6 +161,30 @@ async def test_healthz(server: str, http: aiohttp.ClientSession) -> None:
     assert body["version"] == __version__
     assert body["subscribers"] == 0
     assert 0 <= body["uptime"] < 60
+    assert body["pid"] == os.getpid()  # in-process test server
+    assert body["broker"] == {"kind": "memory", "state": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/healthz"),
+        ("GET", "/api/files"),
+        ("GET", "/api/logs"),
+        ("POST", "/events/t"),
+        ("GET", "/files/hello.txt?hash=sha256"),
+        ("GET", "/no/such/path"),  # a problem body
+        ("POST", "/events/bad%20topic"),
+    ],
+)
+async def test_json_and_text_answers_end_with_a_newline(
+    server: str, http: aiohttp.ClientSession, method: str, path: str
+) -> None:
+    async with http.request(method, server + path, data="x") as response:
+        body = await response.read()
+    assert body.endswith(b"}\n") or response.content_type == "text/plain"
+    assert body.endswith(b"\n")
+    assert body.count(b"\n") == 1
 
 
 async def test_a_crash_is_a_500_problem_and_the_server_lives_on(

@@ -171,8 +171,9 @@ class SseStream:
 
 
 class SseResponse(web.StreamResponse):
-    """The response of a stream; its ``body_length`` (the access log's byte count) includes
-    what the stream wrote past aiohttp, also when the client ended it."""
+    """The response of a stream. Its ``body_length``, the access log's byte count, is the
+    body as it went out (chunk framing included), through aiohttp or past it, also when the
+    client ended the stream (aiohttp's own count is only known after a clean end)."""
 
     def __init__(self) -> None:
         super().__init__(headers=SSE_HEADERS)
@@ -180,7 +181,8 @@ class SseResponse(web.StreamResponse):
         self.written = 0  # through aiohttp
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += len(data)
+        size = len(data)
+        self.written += size + (len(b"%x\r\n\r\n" % size) if self.chunked else 0)
         await super().write(data)
 
     @property
