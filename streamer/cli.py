@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import SettingsError, StartupError
@@ -56,11 +56,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .server import serve  # after settings: a bad flag fails before heavy imports
 
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+            runner.run(serve(settings))
     except StartupError as exc:  # the port is taken, the own log cannot be written...
         print(f"streamer: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``--loop`` names (``None``: asyncio's default)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 if __name__ == "__main__":

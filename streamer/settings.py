@@ -8,6 +8,7 @@ strings and are checked here, so a bad one fails at start with one clear line.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -59,6 +60,10 @@ class Settings:
         default=1.0, metadata=_help("seconds streams get to flush at shutdown", "SECONDS")
     )
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error", "LEVEL"))
+    loop: str = field(
+        default="asyncio",
+        metadata=_help("event loop: asyncio, or uvloop (pip install 'streamer[uvloop]')", "LOOP"),
+    )
 
 
 OWN_LOG_NAME: Final = "streamer.log"  # the own log's name in --logs when --log-file is not given
@@ -150,6 +155,15 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _loop(text: str) -> str:
+    loop = text.lower()
+    if loop not in ("asyncio", "uvloop"):
+        raise ValueError("must be asyncio or uvloop")
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError("uvloop is not installed (pip install 'streamer[uvloop]')")
+    return loop
+
+
 def _token(text: str) -> str | None:
     if text == "":
         raise ValueError("must not be empty (leave it out to publish from loopback only)")
@@ -182,6 +196,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_buffer": _positive_int,
     "shutdown_timeout": _positive_float,
     "log_level": _log_level,
+    "loop": _loop,
 }
 
 

@@ -3,12 +3,18 @@
 ``start_server(**overrides)`` runs the app in this process through
 ``streamer.server.running`` (the same runner options as the CLI) on port 0;
 the helpers the tests share are in ``tests/helpers.py``.
+
+``STREAMER_LOOP=uvloop pytest`` runs the whole suite on uvloop: the tests' own
+loop (so the in-process servers) and, through the environment, every server
+subprocess.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -19,6 +25,16 @@ from streamer.server import running
 from .helpers import make_settings
 
 StartServer = Callable[..., Awaitable[str]]
+
+
+if os.environ.get("STREAMER_LOOP", "").lower() == "uvloop":  # a hook only when asked for
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

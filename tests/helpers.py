@@ -51,7 +51,7 @@ def require_tool(name: str) -> str:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    condition: Callable[[], Awaitable[object]] | Callable[[], object],
     timeout: float = 5.0,
     interval: float = 0.01,
 ) -> None:
@@ -100,12 +100,14 @@ async def publish(
         assert response.status == 201, await response.text()
         reply = await response.json()
         assert reply["topic"] == topic
-        return reply["id"]
+        event_id: str = reply["id"]
+        return event_id
 
 
 async def subscriber_count(http: aiohttp.ClientSession, base: str) -> int:
     async with http.get(f"{base}/healthz") as response:
-        return (await response.json())["subscribers"]
+        count: int = (await response.json())["subscribers"]
+        return count
 
 
 def host_port(url: str) -> tuple[str, int]:

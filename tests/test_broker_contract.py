@@ -47,7 +47,8 @@ BROKERS: dict[str, Callable[..., contextlib.AbstractAsyncContextManager[Broker]]
 @pytest.fixture(params=list(BROKERS))
 def open_broker(request: pytest.FixtureRequest) -> OpenBroker:
     """Opens a fresh broker of each kind; options: ``history``, ``history_bytes``."""
-    return BROKERS[request.param]  # type: ignore[return-value]
+    opener: OpenBroker = BROKERS[request.param]
+    return opener
 
 
 def received(sink: RecordingSink, resume: Resume | None = None) -> list[ParsedEvent]:

@@ -55,7 +55,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ([], {"STREAMER_LOG_LEVEL": "loud"}, "STREAMER_LOG_LEVEL='loud': must be debug"),
     ],
 )
-def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict, message: str) -> None:
+def test_bad_settings_exit_2_with_one_line(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
     result = run_cli("serve", *args, env=env)
     assert result.returncode == 2
     assert result.stdout == ""

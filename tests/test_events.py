@@ -12,6 +12,7 @@ import pytest
 
 from streamer.sse import ParsedEvent, parse_stream
 
+from .conftest import StartServer
 from .helpers import host_port, publish, read_until, subscriber_count, wait_for
 from .sse_client import subscribe
 
@@ -136,10 +137,11 @@ async def test_resume_from_head_replays_nothing(server: str, http: aiohttp.Clien
 def reset_of(text: str) -> dict[str, str]:
     events = [e for e in parse_stream(text) if e.event == "reset"]
     assert len(events) == 1, text
-    return json.loads(events[0].data)
+    reset: dict[str, str] = json.loads(events[0].data)
+    return reset
 
 
-async def test_reset_cases(start_server, http: aiohttp.ClientSession) -> None:
+async def test_reset_cases(start_server: StartServer, http: aiohttp.ClientSession) -> None:
     server = await start_server(history=5)
     ids = [await publish(http, server, "r", str(n)) for n in range(12)]
     epoch = ids[0].split("-")[0]
@@ -170,7 +172,9 @@ async def test_reset_cases(start_server, http: aiohttp.ClientSession) -> None:
         assert [e.id for e in events] == [*ids[-4:], live]
 
 
-async def test_restart_gives_reset_and_new_ids(start_server, http: aiohttp.ClientSession) -> None:
+async def test_restart_gives_reset_and_new_ids(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
     first = await start_server()
     old = await publish(http, first, "r", "before restart")
     await asyncio.sleep(0.002)  # epochs are milliseconds: a restart within 1 ms is not real
@@ -182,7 +186,7 @@ async def test_restart_gives_reset_and_new_ids(start_server, http: aiohttp.Clien
         assert reset_of(stream.text)["reason"] == "epoch"
 
 
-async def test_heartbeat_when_idle(start_server, http: aiohttp.ClientSession) -> None:
+async def test_heartbeat_when_idle(start_server: StartServer, http: aiohttp.ClientSession) -> None:
     server = await start_server(heartbeat=0.1)
     async with subscribe(http, server) as stream:
         await stream.wait_text(": connected\n\n: ping\n\n: ping\n\n", timeout=2)

@@ -530,7 +530,10 @@ async def test_metrics_count_cached_files_and_open_fds(
 async def read_response(reader: asyncio.StreamReader) -> tuple[str, CIMultiDict[str], bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     status, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    headers = CIMultiDict(line.split(": ", 1) for line in lines)
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, _, value = line.partition(": ")
+        headers.add(name, value)
     body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), 5)
     return status, headers, body
 

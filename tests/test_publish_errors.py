@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,10 +14,13 @@ from aiohttp import web
 from streamer.app import create_app
 from streamer.server import running
 
+from .conftest import StartServer
 from .helpers import make_settings, require
 
 
-async def assert_problem(response: aiohttp.ClientResponse, status: int, kind: str) -> dict:
+async def assert_problem(
+    response: aiohttp.ClientResponse, status: int, kind: str
+) -> dict[str, Any]:
     assert response.status == status, await response.text()
     assert response.headers["Content-Type"] == "application/problem+json"
     body = await response.json(content_type=None)
@@ -24,7 +29,8 @@ async def assert_problem(response: aiohttp.ClientResponse, status: int, kind: st
     assert body["title"]
     assert body["detail"]
     assert response.headers["X-Request-ID"]
-    return body
+    problem: dict[str, Any] = body
+    return problem
 
 
 @pytest.mark.parametrize(
@@ -62,12 +68,16 @@ async def test_bad_bodies_are_400(
         await assert_problem(response, 400, kind)
 
 
-async def test_body_over_limit_is_413(start_server, http: aiohttp.ClientSession) -> None:
+async def test_body_over_limit_is_413(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
     server = await start_server(max_body=1000)
     async with http.post(server + "/events/t", data=b"x" * 1001) as response:
         await assert_problem(response, 413, "body-too-large")
 
-    async def chunked_body():  # no Content-Length: the limit is enforced while reading
+    async def chunked_body() -> AsyncIterator[
+        bytes
+    ]:  # no Content-Length: the limit is enforced while reading
         for _ in range(5):
             yield b"y" * 300
 
@@ -96,7 +106,9 @@ async def test_router_errors_are_problems(server: str, http: aiohttp.ClientSessi
         await assert_problem(response, 405, "method-not-allowed")
 
 
-async def test_token_is_required_when_configured(start_server, http: aiohttp.ClientSession) -> None:
+async def test_token_is_required_when_configured(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
     server = await start_server(token="s3cret")
     async with http.post(server + "/events/t", data="x") as response:
         await assert_problem(response, 401, "unauthorized")
@@ -117,7 +129,7 @@ def non_loopback_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
-            address = probe.getsockname()[0]
+            address: str = probe.getsockname()[0]
         except OSError:
             address = "127.0.0.1"
     require(not address.startswith("127."), "this machine has no non-loopback IPv4 address")
@@ -125,7 +137,7 @@ def non_loopback_address() -> str:
 
 
 async def test_without_token_only_loopback_may_publish(
-    start_server, http: aiohttp.ClientSession
+    start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
     address = non_loopback_address()
     server = await start_server(host="0.0.0.0")

@@ -7,6 +7,7 @@ import socket
 
 import aiohttp
 
+from .conftest import StartServer
 from .helpers import (
     host_port,
     metric,
@@ -46,7 +47,7 @@ async def test_http10_stream_is_unframed(server: str, http: aiohttp.ClientSessio
 
 
 async def test_slow_consumer_is_cut_while_fast_one_gets_everything(
-    start_server, http: aiohttp.ClientSession
+    start_server: StartServer, http: aiohttp.ClientSession
 ) -> None:
     server = await start_server(max_buffer=64 * 1024)
     # A subscriber that never reads, with a tiny receive window.

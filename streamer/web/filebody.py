@@ -32,6 +32,7 @@ SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and
 # call, and on loopback, with a client draining as fast as it can, a single non-blocking
 # call moved 76 MiB and held the event loop for up to half a second.
 SENDFILE_SLICE: Final = 4 * 1024 * 1024
+COPY_CHUNK: Final = 256 * 1024  # where the loop cannot sendfile: read and written this much at once
 Piece = bytes | ByteRange
 
 log = logging.getLogger("streamer.files")
@@ -68,21 +69,33 @@ def read_small(source: int | bytes, pieces: Sequence[Piece]) -> bytes:
     )
 
 
-async def _sendfile(
-    loop: asyncio.AbstractEventLoop,
-    transport: asyncio.Transport,
-    file: io.FileIO,
-    span: ByteRange,
+async def _send_span(
+    response: web.StreamResponse, transport: asyncio.Transport, file: io.FileIO, span: ByteRange
 ) -> None:
     """``span`` of ``file`` with ``sendfile(2)``, a slice at a time; :class:`FileShrank` if the
-    file ends early."""
+    file ends early. A loop without ``sendfile`` (uvloop has none) gets the bytes copied."""
+    loop = asyncio.get_running_loop()
     offset = span.start
     while offset < span.stop:
         count = min(SENDFILE_SLICE, span.stop - offset)
-        sent = await loop.sendfile(transport, file, offset, count)
+        try:
+            sent = await loop.sendfile(transport, file, offset, count)
+        except NotImplementedError:  # raised before anything is sent
+            await _copy_span(response, file.fileno(), ByteRange(offset, span.stop))
+            return
         if sent < count:
             raise FileShrank
         offset += sent
+
+
+async def _copy_span(response: web.StreamResponse, fd: int, span: ByteRange) -> None:
+    """``span`` read in a worker thread and written with flow control, a chunk at a time."""
+    offset = span.start
+    while offset < span.stop:
+        count = min(COPY_CHUNK, span.stop - offset)
+        data = await asyncio.to_thread(read_range, fd, ByteRange(offset, offset + count))
+        await response.write(data)
+        offset += count
 
 
 async def send_pieces(
@@ -103,7 +116,6 @@ async def send_pieces(
     if request.method == "HEAD":
         return response
     transport = request.transport
-    loop = asyncio.get_running_loop()
     fd = source
     with io.FileIO(fd, "rb", closefd=False) as file:
         try:
@@ -113,7 +125,7 @@ async def send_pieces(
                 elif piece.length <= SMALL_BODY:
                     await response.write(read_range(fd, piece))
                 elif transport is not None:
-                    await _sendfile(loop, transport, file, piece)
+                    await _send_span(response, transport, file, piece)
         except FileShrank:
             log.warning("file shrank during a download; closing the connection: %s", request.path)
             response.force_close()
