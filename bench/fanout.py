@@ -7,9 +7,15 @@ opens N subscriptions, publishes ~100-byte events at a fixed rate for a fixed
 time and reports deliveries/s, publish-to-receive latency p50/p99/max, lost /
 duplicated / late events, connections the server dropped, the server's RSS per
 idle subscriber and the CPU both sides used. Prints a markdown table with the
-ratios (streamer/baseline deliveries/s, baseline p99/streamer p99) and writes
-the raw results to bench/results/fanout-<timestamp>.json (with the server logs
-next to it).
+ratios (streamer/baseline deliveries/s, baseline p99/streamer p99, server CPU
+µs per delivery) and writes the raw results to bench/results/fanout-<timestamp>.json
+(with the server logs next to it).
+
+Two more variants of streamer compare it with itself: ``streamer-before`` is
+the same command run in an older checkout (``--before DIR``, e.g. a
+``git worktree``; flags that code does not have are left out), and
+``streamer-uvloop`` adds ``--loop uvloop``. ``--before`` adds
+streamer-before to the default servers; pick any set with ``--servers``.
 
 The default offered load is 1,000,000 deliveries/s (1000 ev/s to 1k
 subscribers, 100 ev/s to 10k): far beyond what the baseline sustains, so its
@@ -22,6 +28,8 @@ streamer's per-iteration coalescing never applies (try ``--publishers 1``).
     python bench/fanout.py --subscribers 200 --duration 3               # quick check
     python bench/fanout.py --subscribers 1000 10000 --rate 100 10       # unsaturated
     python bench/fanout.py --publishers 1                               # one publisher connection
+    # + the old code (DIR: e.g. `git worktree add DIR <commit>`) and uvloop, ~4 minutes:
+    python bench/fanout.py --before DIR --servers streamer streamer-before streamer-uvloop baseline
 """
 
 from __future__ import annotations
@@ -39,29 +47,36 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from variants import before_tree, clean_env, git_commit, old_command  # bench/ is on sys.path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 
+STREAMER = [
+    PYTHON,
+    "-m",
+    "streamer",
+    "serve",
+    "--port",
+    "0",
+    "--heartbeat",
+    "60",
+    "--max-buffer",
+    "1048576",
+    "--log-level",
+    "info",  # the "listening on" line is logged at INFO
+]
 SERVERS: dict[str, list[str]] = {
-    "streamer": [
-        PYTHON,
-        "-m",
-        "streamer",
-        "serve",
-        "--port",
-        "0",
-        "--heartbeat",
-        "60",
-        "--max-buffer",
-        "1048576",
-        "--log-level",
-        "info",  # the "listening on" line is logged at INFO
-    ],
+    "streamer": STREAMER,
+    "streamer-before": STREAMER,  # run in --before DIR, less the flags it lacks (see main)
+    "streamer-uvloop": [*STREAMER, "--loop", "uvloop"],
     "baseline": [PYTHON, str(HERE / "baseline_queue.py"), "--port", "0", "--log-level", "info"],
 }
+DEFAULT_SERVERS = ["streamer", "baseline"]  # plus streamer-before with --before
+CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
 LISTENING = re.compile(r"listening on (http://[^\s)]+)")
 
 
@@ -83,15 +98,14 @@ def server(name: str, log: Path, cpu: int | None) -> Iterator[tuple[str, int]]:
 
     Its output goes to ``log``: a pipe would need a reader competing for CPU.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     with log.open("wb") as output:
         process = subprocess.Popen(
             SERVERS[name],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
+            cwd=CWD.get(name, ROOT),
+            env=clean_env(),
             preexec_fn=pin(cpu),
         )
     try:
@@ -160,14 +174,14 @@ def fmt(value: Any, digits: int = 2) -> str:
 def table(runs: list[dict[str, Any]]) -> str:
     rows = [
         "| server | subs | ev/s | offered/s | deliveries/s | delivered | p50 ms | p99 ms | max ms "
-        "| lost | dup | late | dropped | KiB/idle sub | CPU srv/cli |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| lost | dup | late | dropped | KiB/idle sub | CPU srv/cli | srv CPU µs/delivery |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if "error" in r:
             rows.append(
                 f"| {r['server']} | {r['subscribers']} | {r['rate']:g} | failed: "
-                f"{r['error'].splitlines()[0][:80]} |" + " |" * 11
+                f"{r['error'].splitlines()[0][:80]} |" + " |" * 12
             )
             continue
         rows.append(
@@ -177,22 +191,28 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"| {fmt(r['max_ms'])} | {r['lost']:,} | {r['duplicated']:,} "
             f"| {r['undelivered_late']:,} | {r['dropped_connections']:,} "
             f"| {r['rss_per_idle_subscriber_kib']:.2f} "
-            f"| {r['server_cpu_pct']:.0f}% / {r['client_cpu_pct']:.0f}% |"
+            f"| {r['server_cpu_pct']:.0f}% / {r['client_cpu_pct']:.0f}% "
+            f"| {fmt(r.get('server_cpu_us_per_delivery'), 3)} |"
         )
     lines = [*rows, ""]
     by_key = {(r["server"], r["subscribers"], r["rate"]): r for r in runs if "error" not in r}
     for subs, rate in sorted({(r["subscribers"], r["rate"]) for r in runs}):
-        ours, base = by_key.get(("streamer", subs, rate)), by_key.get(("baseline", subs, rate))
-        if not (ours and base):
-            continue
-        speedup = ours["deliveries_per_s"] / max(1, base["deliveries_per_s"])
-        text = f"- {subs:,} subs x {rate:g} ev/s: deliveries/s streamer/baseline x{speedup:.2f}"
-        if ours["p99_ms"] and base["p99_ms"]:
-            text += f", p99 baseline/streamer x{base['p99_ms'] / ours['p99_ms']:.1f}"
-        if ours["rss_per_idle_subscriber_kib"] and base["rss_per_idle_subscriber_kib"]:
-            memory = ours["rss_per_idle_subscriber_kib"] / base["rss_per_idle_subscriber_kib"]
-            text += f", RSS per idle subscriber streamer/baseline x{memory:.2f}"
-        lines.append(text)
+        ours = by_key.get(("streamer", subs, rate))
+        for other in ("baseline", "streamer-before", "streamer-uvloop"):
+            base = by_key.get((other, subs, rate))
+            if not (ours and base):
+                continue
+            speedup = ours["deliveries_per_s"] / max(1, base["deliveries_per_s"])
+            text = f"- {subs:,} subs x {rate:g} ev/s: deliveries/s streamer/{other} x{speedup:.2f}"
+            if ours.get("server_cpu_us_per_delivery") and base.get("server_cpu_us_per_delivery"):
+                cost = ours["server_cpu_us_per_delivery"] / base["server_cpu_us_per_delivery"]
+                text += f", server CPU per delivery streamer/{other} x{cost:.2f}"
+            if ours["p99_ms"] and base["p99_ms"]:
+                text += f", p99 {other}/streamer x{base['p99_ms'] / ours['p99_ms']:.1f}"
+            if ours["rss_per_idle_subscriber_kib"] and base["rss_per_idle_subscriber_kib"]:
+                memory = ours["rss_per_idle_subscriber_kib"] / base["rss_per_idle_subscriber_kib"]
+                text += f", RSS per idle subscriber streamer/{other} x{memory:.2f}"
+            lines.append(text)
     notes = []
     for r in runs:
         if "error" in r:
@@ -239,10 +259,6 @@ def rates_for(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
 
 
 def metadata(args: argparse.Namespace) -> dict[str, Any]:
-    def git(*command: str) -> str:
-        done = subprocess.run(["git", *command], capture_output=True, text=True, cwd=ROOT)
-        return done.stdout.strip()
-
     versions = subprocess.run(
         [PYTHON, "-c", "import aiohttp, sys; print(aiohttp.__version__, sys.version.split()[0])"],
         capture_output=True,
@@ -250,15 +266,18 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
     ).stdout.split()
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        **git_commit(ROOT),
         "aiohttp": versions[0] if versions else None,
         "python": versions[1] if len(versions) > 1 else None,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "pinning": dict(zip(("server", "client"), cpus(), strict=True)),
         "args": vars(args),
-        "servers": SERVERS,
+        "servers": {name: SERVERS[name] for name in args.servers},
+        "cwd": {name: str(CWD.get(name, ROOT)) for name in args.servers},
+        "before": {"dir": str(CWD["streamer-before"]), **git_commit(CWD["streamer-before"])}
+        if "streamer-before" in CWD
+        else None,
     }
 
 
@@ -291,9 +310,31 @@ def main() -> None:
     parser.add_argument(
         "--full-check", action="store_true", help="every subscriber checks every event id"
     )
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=None,
+        choices=list(SERVERS),
+        help=f"default: {' '.join(DEFAULT_SERVERS)} (and streamer-before with --before)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="an older checkout of this repository: adds streamer-before, run there",
+    )
     args = parser.parse_args()
     rates = rates_for(args, parser)
+    if args.servers is None:
+        args.servers = list(DEFAULT_SERVERS)
+        if args.before:
+            args.servers.insert(1, "streamer-before")
+    if "streamer-before" in args.servers:
+        if not args.before:
+            parser.error("streamer-before needs --before DIR")
+        CWD["streamer-before"] = before_tree(args.before)
+        SERVERS["streamer-before"], dropped = old_command(STREAMER, CWD["streamer-before"])
+        if dropped:
+            print(f"streamer-before: {' '.join(dropped)} not in {args.before}, left out")
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
@@ -312,6 +353,9 @@ def main() -> None:
                 print(f"    failed: {exc}", flush=True)
                 result = {"subscribers": subscribers, "rate": rate, "error": str(exc)}
             result["server"] = name
+            if "server_cpu_s" in result:
+                per = result["server_cpu_s"] / max(1, result["deliveries"])
+                result["server_cpu_us_per_delivery"] = round(per * 1e6, 3)
             result["server_log"] = str(log.relative_to(ROOT))
             runs.append(result)
             out.write_text(json.dumps(report, indent=2))  # partial results survive a crash

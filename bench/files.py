@@ -10,12 +10,22 @@ each server in turn (pinned to CPU 0; the clients pinned to CPU 1):
 Servers: ``streamer`` (defaults, access log on), ``streamer-quiet``
 (``--log-level warning``: no access log), ``add_static`` and ``bare`` from
 bench/baseline_static.py, and ``nginx`` (sendfile on, one worker) when it is
-installed. Each scenario is checked first (status and length) so an error
-page is never measured. Prints a markdown table with ratios against
-``add_static`` and writes JSON to bench/results/.
+installed. Two more variants of streamer compare it with itself:
+``streamer-before`` is the same command run in an older checkout
+(``--before DIR``, e.g. a ``git worktree``; flags that code does not have are
+left out) and ``streamer-uvloop`` adds ``--loop uvloop``. ``--before`` adds
+streamer-before to the default servers; pick any set with ``--servers``.
+
+Each scenario is checked first (status and length) so an error page is never
+measured. Around each measurement the server's CPU time (``/proc/PID/stat``
+utime + stime, with its children: nginx's worker) is read, giving CPU µs per
+request and CPU seconds per GiB. Prints a markdown table with ratios against
+``add_static``, then streamer against streamer-before and streamer-uvloop by
+throughput and by CPU per unit of work, and writes JSON to bench/results/.
 
     python bench/files.py                       # everything, ~2 minutes
     python bench/files.py --duration 3 --servers streamer add_static
+    python bench/files.py --before DIR --servers streamer streamer-before streamer-uvloop add_static
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from variants import before_tree, clean_env, old_command  # bench/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,6 +85,25 @@ def make_media(folder: Path) -> None:
                 out.write(block)
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and of its living descendants (nginx's worker)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+                ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    family = {pid}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in family}
+        grown = not children <= family
+        family |= children
+    return sum(ticks.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")
+
+
 def pin(cpu: int) -> Any:
     return lambda: os.sched_setaffinity(0, {cpu})
 
@@ -85,11 +116,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+STREAMERS = ["streamer", "streamer-before", "streamer-uvloop", "streamer-quiet"]
+CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
+COMMANDS: dict[str, list[str]] = {}  # what each server ran, for the JSON
+
+
 @contextlib.contextmanager
-def server(name: str, media: Path, work: Path) -> Iterator[str]:
+def server(name: str, media: Path, work: Path) -> Iterator[tuple[str, int]]:
+    """Start one server, yield (base URL, pid); always stopped on exit."""
     log = open(work / f"{name}.log", "w")  # noqa: SIM115 - closed below
-    if name.startswith("streamer"):
+    if name in STREAMERS:
         quiet = ["--log-level", "warning"] if name == "streamer-quiet" else []
+        loop = ["--loop", "uvloop"] if name == "streamer-uvloop" else []
         port = free_port()
         cmd = [
             PYTHON,
@@ -101,7 +139,12 @@ def server(name: str, media: Path, work: Path) -> Iterator[str]:
             "--port",
             str(port),
             *quiet,
+            *loop,
         ]
+        if name == "streamer-before":
+            cmd, dropped = old_command(cmd, CWD[name])
+            if dropped:
+                print(f"{name}: {' '.join(dropped)} not in {CWD[name]}, left out", file=sys.stderr)
         url = f"http://127.0.0.1:{port}"
     elif name == "nginx":
         port = free_port()
@@ -115,8 +158,14 @@ def server(name: str, media: Path, work: Path) -> Iterator[str]:
         cmd = [PYTHON, str(HERE / "baseline_static.py"), "--media", str(media), "--port", str(port)]
         cmd += ["--mode", mode]
         url = f"http://127.0.0.1:{port}"
+    COMMANDS[name] = cmd
     process = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=pin(0)
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=CWD.get(name, ROOT),
+        env=clean_env(),
+        preexec_fn=pin(0),
     )
     try:
         deadline = time.monotonic() + 15
@@ -128,7 +177,7 @@ def server(name: str, media: Path, work: Path) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not start; see {log.name}") from None
                 time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -146,14 +195,23 @@ def check(url: str, headers: dict[str, str], status: int, length: int) -> None:
         raise RuntimeError(f"{url} {headers}: {response.status} {len(body)} bytes")
 
 
-def wrk(url: str, duration: float, headers: dict[str, str]) -> dict[str, float]:
+def wrk(url: str, duration: float, headers: dict[str, str], pid: int) -> dict[str, float]:
     cmd = ["wrk", "-t1", "-c64", f"-d{int(duration)}s", "--latency", url]
     for key, value in headers.items():
         cmd += ["-H", f"{key}: {value}"]
+    cpu = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, preexec_fn=pin(1)).stdout
+    cpu = cpu_seconds(pid) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    result = {"rps": rps, "non_2xx": int(errors[1]) if errors else 0}
+    result = {
+        "rps": rps,
+        "non_2xx": int(errors[1]) if errors else 0,
+        "requests": requests,
+        "server_cpu_s": round(cpu, 3),
+        "cpu_us_per_request": round(1e6 * cpu / max(1, requests), 2),
+    }
     for pct in ("50", "99"):
         match = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
         if match:
@@ -162,8 +220,9 @@ def wrk(url: str, duration: float, headers: dict[str, str]) -> dict[str, float]:
     return result
 
 
-def curl_speed(url: str, runs: int = 3) -> dict[str, float]:
+def curl_speed(url: str, pid: int, runs: int = 3) -> dict[str, float]:
     speeds = []
+    cpu = cpu_seconds(pid)
     for _ in range(runs):
         out = subprocess.run(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
@@ -175,15 +234,37 @@ def curl_speed(url: str, runs: int = 3) -> dict[str, float]:
         if int(out[1]) != 1 << 30:
             raise RuntimeError(f"short download: {out}")
         speeds.append(float(out[0]) / 1e6)
-    return {"mb_s": max(speeds)}
+    cpu = cpu_seconds(pid) - cpu
+    return {
+        "mb_s": max(speeds),
+        "server_cpu_s": round(cpu, 3),
+        "cpu_s_per_gib": round(cpu / runs, 3),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     names = ["streamer", "streamer-quiet", "add_static", "bare", "nginx"]
-    parser.add_argument("--servers", nargs="+", default=names, choices=names)
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=None,
+        choices=[*names, "streamer-before", "streamer-uvloop"],
+        help=f"default: {' '.join(names)} (and streamer-before with --before)",
+    )
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="an older checkout of this repository: adds streamer-before, run there",
+    )
     args = parser.parse_args()
+    if args.servers is None:
+        args.servers = [*names[:1], *(["streamer-before"] if args.before else []), *names[1:]]
+    if "streamer-before" in args.servers:
+        if not args.before:
+            parser.error("streamer-before needs --before DIR")
+        CWD["streamer-before"] = before_tree(args.before)
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     servers = [s for s in args.servers if s != "nginx" or shutil.which("nginx")]
@@ -196,19 +277,21 @@ def main() -> None:
         for name in servers:
             work = Path(tmp) / name
             work.mkdir()
-            with server(name, media, work) as url:
+            with server(name, media, work) as (url, pid):
                 small, medium, large = (
                     f"{url}/files/{n}.bin" for n in ("small", "medium", "large")
                 )
                 check(small, {}, 200, 4096)
                 check(medium, {"Range": RANGE}, 206, 4096)
                 results[name] = {
-                    "small": wrk(small, args.duration, {}),
-                    "range": wrk(medium, args.duration, {"Range": RANGE}),
+                    "small": wrk(small, args.duration, {}, pid),
+                    "range": wrk(medium, args.duration, {"Range": RANGE}, pid),
                 }
                 if name != "bare":
-                    results[name]["large"] = curl_speed(large)
+                    results[name]["large"] = curl_speed(large, pid)
             print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+            results[name]["command"] = COMMANDS[name]
+            results[name]["cwd"] = str(CWD.get(name, ROOT))
     report(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"files-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -225,20 +308,42 @@ def ratio(results: dict[str, dict[str, Any]], name: str, kind: str) -> str:
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
-    print("\n| server | 4 KiB file req/s | p99 ms | 4 KiB range req/s | p99 ms | 1 GiB MB/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| server | 4 KiB file req/s | p99 ms | CPU µs/req | 4 KiB range req/s | p99 ms "
+        "| CPU µs/req | 1 GiB MB/s | CPU s/GiB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         small, span = r["small"], r["range"]
         large = f"{r['large']['mb_s']:,.0f}" if "large" in r else "-"
+        per_gib = f"{r['large']['cpu_s_per_gib']:.2f}" if "large" in r else "-"
         print(
             f"| {name} | {small['rps']:,.0f}{ratio(results, name, 'small')}"
-            f" | {small.get('p99_ms', 0):.2f}"
+            f" | {small.get('p99_ms', 0):.2f} | {small['cpu_us_per_request']:.1f}"
             f" | {span['rps']:,.0f}{ratio(results, name, 'range')} | {span.get('p99_ms', 0):.2f}"
-            f" | {large} |"
+            f" | {span['cpu_us_per_request']:.1f} | {large} | {per_gib} |"
         )
         for kind in ("small", "range"):
             if r[kind]["non_2xx"]:
                 print(f"  ! {name} {kind}: {r[kind]['non_2xx']} non-2xx responses")
+    ours = results.get("streamer")
+    lines = []
+    for other in ("add_static", "streamer-before", "streamer-uvloop"):
+        base = results.get(other)
+        if not (ours and base):
+            continue
+        parts = []
+        for kind, label in (("small", "4 KiB file"), ("range", "4 KiB range")):
+            speed = ours[kind]["rps"] / base[kind]["rps"]
+            cost = ours[kind]["cpu_us_per_request"] / max(0.01, base[kind]["cpu_us_per_request"])
+            parts.append(f"{label} req/s x{speed:.2f}, CPU/req x{cost:.2f}")
+        if "large" in ours and "large" in base:
+            speed = ours["large"]["mb_s"] / base["large"]["mb_s"]
+            cost = ours["large"]["cpu_s_per_gib"] / max(0.001, base["large"]["cpu_s_per_gib"])
+            parts.append(f"1 GiB MB/s x{speed:.2f}, CPU/GiB x{cost:.2f}")
+        lines.append(f"- streamer/{other}: {'; '.join(parts)}")
+    if lines:
+        print("", *lines, sep="\n")
 
 
 if __name__ == "__main__":

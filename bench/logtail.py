@@ -11,17 +11,28 @@ run pinned to CPU 0; this script (writer and readers) on CPU 1.
 * **throughput**: 1,000,000 lines of ~100 bytes appended as fast as the
   writer can, read by 1 and then by 100 subscribers; lines/s per subscriber
   from the first write to the last line received, lost/duplicated lines
-  (subscriber 0 checks every line, the others count them) and the server's
-  RSS before and after.
+  (subscriber 0 checks every line, the others count them), the server's
+  RSS before and after, and its CPU time (``/proc/PID/stat`` utime + stime
+  from the first write to the last line received) per line delivered (one
+  line to one subscriber).
+
+Servers (``--servers``, run one after the other): ``streamer``; ``streamer-before``,
+the same command run in an older checkout (``--before DIR``, e.g. a
+``git worktree``; flags that code does not have are left out); ``streamer-uvloop``,
+with ``--loop uvloop``. ``--before`` adds streamer-before to the default.
+Prints markdown tables, streamer against the others by latency, lines/s and
+CPU per line, and writes JSON to bench/results/.
 
     python bench/logtail.py              # ~1 minute
     python bench/logtail.py --lines 200000
+    python bench/logtail.py --before DIR --servers streamer streamer-before streamer-uvloop
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import resource
@@ -31,13 +42,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from variants import before_tree, clean_env, git_commit, old_command  # bench/ is on sys.path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+RESULTS = HERE / "results"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 LISTENING = re.compile(r"listening on (http://[^\s)]+)")
 LINE = re.compile(rb"data: t=(\d+) n=(\d+)")
 DRAINS: set[asyncio.Task[None]] = set()  # keeps the server-output readers alive
+SERVERS = ["streamer", "streamer-before", "streamer-uvloop"]
+CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
+COMMANDS: dict[str, list[str]] = {}  # what each server ran, for the JSON
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def pin(cpu: int) -> Any:
@@ -56,17 +78,26 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-async def start_server(logs: Path) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
+async def start_server(name: str, logs: Path) -> tuple[asyncio.subprocess.Process, str]:
+    command = [
         PYTHON, "-m", "streamer", "serve", "--port", "0", "--logs", str(logs),
         "--log-level", "info", "--max-buffer", str(64 << 20),
+        *(["--loop", "uvloop"] if name == "streamer-uvloop" else []),
+    ]  # fmt: skip
+    if name == "streamer-before":
+        command, dropped = old_command(command, CWD[name])
+        if dropped:
+            print(f"{name}: {' '.join(dropped)} not in {CWD[name]}, left out", file=sys.stderr)
+    COMMANDS[name] = command
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=CWD.get(name, ROOT), env=clean_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, preexec_fn=pin(0),
     )  # fmt: skip
     assert process.stdout is not None
     while True:
         line = await asyncio.wait_for(process.stdout.readline(), 15)
         if not line:
-            raise RuntimeError("server did not start")
+            raise RuntimeError(f"{name} did not start")
         match = LISTENING.search(line.decode())
         if match:
             DRAINS.add(asyncio.create_task(_drain(process.stdout)))
@@ -205,11 +236,14 @@ async def throughput(
         asyncio.create_task(count_lines(reader, total, index == 0))
         for index, (reader, _) in enumerate(connections)
     ]
+    cpu = cpu_seconds(pid)
     started = time.monotonic()
-    plan = [(10_000, 0.0)] * (total // 10_000)
+    plan = [(10_000, 0.0)] * (total // 10_000) + [(total % 10_000, 0.0)] * (total % 10_000 > 0)
     await asyncio.to_thread(write_paced, log, 0, plan)
     written = time.monotonic()
     results = await asyncio.wait_for(asyncio.gather(*counters), 120)
+    cpu = cpu_seconds(pid) - cpu
+    delivered = sum(r["lines"] for r in results)
     for _, writer in connections:
         writer.close()
     slowest = max(r["done"] for r in results) - started
@@ -224,37 +258,109 @@ async def throughput(
         "out_of_order": results[0]["out_of_order"],
         "rss_before_mb": round(rss_before / 2**20, 1),
         "rss_after_mb": round(rss(pid) / 2**20, 1),
+        "server_cpu_s": round(cpu, 3),
+        "cpu_us_per_delivery": round(1e6 * cpu / max(1, delivered), 3),
     }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=None,
+        choices=SERVERS,
+        help="default: streamer (and streamer-before with --before)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="an older checkout of this repository: adds streamer-before, run there",
+    )
     args = parser.parse_args()
+    if args.servers is None:
+        args.servers = ["streamer", *(["streamer-before"] if args.before else [])]
+    if "streamer-before" in args.servers:
+        if not args.before:
+            parser.error("streamer-before needs --before DIR")
+        CWD["streamer-before"] = before_tree(args.before)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10_000), hard))
     os.sched_setaffinity(0, {1})
+    report: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **git_commit(ROOT),
+            "args": vars(args),
+            "before": {"dir": str(CWD["streamer-before"]), **git_commit(CWD["streamer-before"])}
+            if "streamer-before" in CWD
+            else None,
+        },
+        "runs": {},
+    }
+    runs: dict[str, dict[str, Any]] = report["runs"]
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
-        logs = Path(tmp)
-        server, url = await start_server(logs)
-        try:
-            lat = await latency(url, logs)
-            runs = [await throughput(url, logs, server.pid, n, args.lines) for n in (1, 100)]
-        finally:
-            server.terminate()
-            await server.wait()
-    print("\n| reader | lines | in order | p50 ms | p99 ms | max ms |")
-    print("|---|---:|---|---:|---:|---:|")
-    for name, r in lat.items():
+        for name in args.servers:
+            print(f"{name}: latency, then {args.lines:,} lines to 1 and 100", file=sys.stderr)
+            logs = Path(tmp) / name
+            logs.mkdir()
+            server, url = await start_server(name, logs)
+            try:
+                lat = await latency(url, logs)
+                runs[name] = {
+                    "command": COMMANDS[name],
+                    "cwd": str(CWD.get(name, ROOT)),
+                    "latency": lat["streamer"],
+                    "latency_tail_f": lat["tail -F"],
+                    "throughput": [
+                        await throughput(url, logs, server.pid, n, args.lines) for n in (1, 100)
+                    ],
+                }
+            finally:
+                server.terminate()
+                await server.wait()
+    print("\n| server | lines | in order | p50 ms | p99 ms | max ms | tail -F p50 / p99 / max ms |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name, run in runs.items():
+        r, t = run["latency"], run["latency_tail_f"]
         print(f"| {name} | {r['lines']} | {r['in_order']} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} |")  # fmt: skip
-    print("\n| subscribers | lines | lines/s per subscriber | deliveries/s | complete |"
-          " out of order | RSS before -> after MB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---|---:|---|")
-    for r in runs:
-        print(f"| {r['subscribers']} | {r['lines']:,} | {r['lines_per_s_per_subscriber']:,} | "
-              f"{r['deliveries_per_s']:,} | {r['complete']} | {r['out_of_order']} | "
-              f"{r['rss_before_mb']} -> {r['rss_after_mb']} |")  # fmt: skip
+              f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
+              f"{t['p50_ms']:.2f} / {t['p99_ms']:.2f} / {t['max_ms']:.2f} |")  # fmt: skip
+    print("\n| server | subscribers | lines | lines/s per subscriber | deliveries/s | complete "
+          "| out of order | RSS before -> after MB | srv CPU s "
+          "| CPU µs/line delivered |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---|---:|---|---:|---:|")
+    for name, run in runs.items():
+        for r in run["throughput"]:
+            print(f"| {name} | {r['subscribers']} | {r['lines']:,} | "
+                  f"{r['lines_per_s_per_subscriber']:,} | {r['deliveries_per_s']:,} | "
+                  f"{r['complete']} | {r['out_of_order']} | "
+                  f"{r['rss_before_mb']} -> {r['rss_after_mb']} | {r['server_cpu_s']:.2f} | "
+                  f"{r['cpu_us_per_delivery']:.3f} |")  # fmt: skip
+    ours = runs.get("streamer")
+    lines = []
+    for other in ("streamer-before", "streamer-uvloop"):
+        base = runs.get(other)
+        if not (ours and base):
+            continue
+        tail = base["latency"]["p99_ms"] / max(1e-6, ours["latency"]["p99_ms"])
+        parts = [f"latency p99 {other}/streamer x{tail:.2f}"]
+        for mine, theirs in zip(ours["throughput"], base["throughput"], strict=True):
+            rate = "lines_per_s_per_subscriber"
+            speed = mine[rate] / max(1, theirs[rate])
+            cost = mine["cpu_us_per_delivery"] / max(1e-6, theirs["cpu_us_per_delivery"])
+            parts.append(
+                f"{mine['subscribers']} subscriber(s): lines/s streamer/{other} x{speed:.2f}, "
+                f"CPU per line delivered streamer/{other} x{cost:.2f}"
+            )
+        lines.append(f"- {'; '.join(parts)}")
+    if lines:
+        print("", *lines, sep="\n")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"logtail-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nraw results: {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

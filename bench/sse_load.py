@@ -551,6 +551,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_per_idle_subscriber_kib": round((rss_idle - rss_before) / args.subscribers, 2),
         "server_cpu_pct": round(100 * (server_cpu1 - server_cpu0) / window, 1),
         "client_cpu_pct": round(100 * (client_cpu1 - client_cpu0) / window, 1),
+        # CPU seconds over the same window as "deliveries" (first publish to end of drain)
+        "server_cpu_s": round(server_cpu1 - server_cpu0, 3),
+        "client_cpu_s": round(client_cpu1 - client_cpu0, 3),
+        "cpu_window_s": round(window, 3),
         "loop": type(loop).__module__.split(".")[0],
     }
     return result
