@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## serve media/ on http://127.0.0.1:8080
 	$(BIN)/streamer serve
 
-test: lint  ## lint, then the whole test suite
-	$(BIN)/pytest
+test: lint  ## lint, then the whole test suite on each event loop
+	STREAMER_LOOP=asyncio $(BIN)/pytest
+	STREAMER_LOOP=uvloop $(BIN)/pytest -q
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

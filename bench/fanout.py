@@ -14,7 +14,8 @@ ratios (streamer/baseline deliveries/s, baseline p99/streamer p99, server CPU
 Two more variants of streamer compare it with itself: ``streamer-before`` is
 the same command run in an older checkout (``--before DIR``, e.g. a
 ``git worktree``; flags that code does not have are left out), and
-``streamer-uvloop`` adds ``--loop uvloop``. ``--before`` adds
+``streamer-asyncio`` / ``streamer-uvloop`` pin the event loop (``streamer``
+runs its default, ``--loop auto``: uvloop when installed). ``--before`` adds
 streamer-before to the default servers; pick any set with ``--servers``.
 
 The default offered load is 1,000,000 deliveries/s (1000 ev/s to 1k
@@ -28,8 +29,9 @@ streamer's per-iteration coalescing never applies (try ``--publishers 1``).
     python bench/fanout.py --subscribers 200 --duration 3               # quick check
     python bench/fanout.py --subscribers 1000 10000 --rate 100 10       # unsaturated
     python bench/fanout.py --publishers 1                               # one publisher connection
-    # + the old code (DIR: e.g. `git worktree add DIR <commit>`) and uvloop, ~4 minutes:
-    python bench/fanout.py --before DIR --servers streamer streamer-before streamer-uvloop baseline
+    # + the old code (DIR: e.g. `git worktree add DIR <commit>`) and both loops, ~5 minutes:
+    python bench/fanout.py --before DIR --servers \
+        streamer-asyncio streamer-before streamer-uvloop baseline
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from variants import before_tree, clean_env, git_commit, old_command  # bench/ is on sys.path
+from variants import (  # bench/ is on sys.path
+    LOOP_VARIANTS,
+    before_tree,
+    clean_env,
+    git_commit,
+    old_command,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,7 +80,7 @@ STREAMER = [
 SERVERS: dict[str, list[str]] = {
     "streamer": STREAMER,
     "streamer-before": STREAMER,  # run in --before DIR, less the flags it lacks (see main)
-    "streamer-uvloop": [*STREAMER, "--loop", "uvloop"],
+    **{name: [*STREAMER, *flags] for name, flags in LOOP_VARIANTS.items()},
     "baseline": [PYTHON, str(HERE / "baseline_queue.py"), "--port", "0", "--log-level", "info"],
 }
 DEFAULT_SERVERS = ["streamer", "baseline"]  # plus streamer-before with --before
@@ -198,7 +206,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     by_key = {(r["server"], r["subscribers"], r["rate"]): r for r in runs if "error" not in r}
     for subs, rate in sorted({(r["subscribers"], r["rate"]) for r in runs}):
         ours = by_key.get(("streamer", subs, rate))
-        for other in ("baseline", "streamer-before", "streamer-uvloop"):
+        for other in ("baseline", "streamer-before", *LOOP_VARIANTS):
             base = by_key.get((other, subs, rate))
             if not (ours and base):
                 continue

@@ -13,19 +13,21 @@ bench/baseline_static.py, and ``nginx`` (sendfile on, one worker) when it is
 installed. Two more variants of streamer compare it with itself:
 ``streamer-before`` is the same command run in an older checkout
 (``--before DIR``, e.g. a ``git worktree``; flags that code does not have are
-left out) and ``streamer-uvloop`` adds ``--loop uvloop``. ``--before`` adds
+left out) and ``streamer-asyncio`` / ``streamer-uvloop`` pin the event loop (``streamer``
+runs its default, ``--loop auto``: uvloop when installed). ``--before`` adds
 streamer-before to the default servers; pick any set with ``--servers``.
 
 Each scenario is checked first (status and length) so an error page is never
 measured. Around each measurement the server's CPU time (``/proc/PID/stat``
 utime + stime, with its children: nginx's worker) is read, giving CPU µs per
 request and CPU seconds per GiB. Prints a markdown table with ratios against
-``add_static``, then streamer against streamer-before and streamer-uvloop by
+``add_static``, then streamer against streamer-before and the loop variants by
 throughput and by CPU per unit of work, and writes JSON to bench/results/.
 
     python bench/files.py                       # everything, ~2 minutes
     python bench/files.py --duration 3 --servers streamer add_static
-    python bench/files.py --before DIR --servers streamer streamer-before streamer-uvloop add_static
+    python bench/files.py --before DIR --servers \
+        streamer-asyncio streamer-before streamer-uvloop add_static
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from variants import before_tree, clean_env, old_command  # bench/ is on sys.path
+from variants import LOOP_VARIANTS, before_tree, clean_env, old_command  # bench/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -116,7 +118,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-STREAMERS = ["streamer", "streamer-before", "streamer-uvloop", "streamer-quiet"]
+STREAMERS = ["streamer", "streamer-before", *LOOP_VARIANTS, "streamer-quiet"]
 CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
 COMMANDS: dict[str, list[str]] = {}  # what each server ran, for the JSON
 
@@ -127,7 +129,7 @@ def server(name: str, media: Path, work: Path) -> Iterator[tuple[str, int]]:
     log = open(work / f"{name}.log", "w")  # noqa: SIM115 - closed below
     if name in STREAMERS:
         quiet = ["--log-level", "warning"] if name == "streamer-quiet" else []
-        loop = ["--loop", "uvloop"] if name == "streamer-uvloop" else []
+        loop = LOOP_VARIANTS.get(name, [])
         port = free_port()
         cmd = [
             PYTHON,
@@ -249,7 +251,7 @@ def main() -> None:
         "--servers",
         nargs="+",
         default=None,
-        choices=[*names, "streamer-before", "streamer-uvloop"],
+        choices=[*names, "streamer-before", *LOOP_VARIANTS],
         help=f"default: {' '.join(names)} (and streamer-before with --before)",
     )
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -328,7 +330,7 @@ def report(results: dict[str, dict[str, Any]]) -> None:
                 print(f"  ! {name} {kind}: {r[kind]['non_2xx']} non-2xx responses")
     ours = results.get("streamer")
     lines = []
-    for other in ("add_static", "streamer-before", "streamer-uvloop"):
+    for other in ("add_static", "streamer-before", *LOOP_VARIANTS):
         base = results.get(other)
         if not (ours and base):
             continue

@@ -18,14 +18,16 @@ run pinned to CPU 0; this script (writer and readers) on CPU 1.
 
 Servers (``--servers``, run one after the other): ``streamer``; ``streamer-before``,
 the same command run in an older checkout (``--before DIR``, e.g. a
-``git worktree``; flags that code does not have are left out); ``streamer-uvloop``,
-with ``--loop uvloop``. ``--before`` adds streamer-before to the default.
+``git worktree``; flags that code does not have are left out); ``streamer-asyncio``
+/ ``streamer-uvloop`` pin the event loop (``streamer`` runs ``--loop auto``).
+``--before`` adds streamer-before to the default.
 Prints markdown tables, streamer against the others by latency, lines/s and
 CPU per line, and writes JSON to bench/results/.
 
     python bench/logtail.py              # ~1 minute
     python bench/logtail.py --lines 200000
-    python bench/logtail.py --before DIR --servers streamer streamer-before streamer-uvloop
+    python bench/logtail.py --before DIR --servers \
+        streamer-asyncio streamer-before streamer-uvloop
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from variants import before_tree, clean_env, git_commit, old_command  # bench/ is on sys.path
+from variants import (  # bench/ is on sys.path
+    LOOP_VARIANTS,
+    before_tree,
+    clean_env,
+    git_commit,
+    old_command,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,7 +60,7 @@ PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 LISTENING = re.compile(r"listening on (http://[^\s)]+)")
 LINE = re.compile(rb"data: t=(\d+) n=(\d+)")
 DRAINS: set[asyncio.Task[None]] = set()  # keeps the server-output readers alive
-SERVERS = ["streamer", "streamer-before", "streamer-uvloop"]
+SERVERS = ["streamer", "streamer-before", *LOOP_VARIANTS]
 CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
 COMMANDS: dict[str, list[str]] = {}  # what each server ran, for the JSON
 
@@ -82,7 +90,7 @@ async def start_server(name: str, logs: Path) -> tuple[asyncio.subprocess.Proces
     command = [
         PYTHON, "-m", "streamer", "serve", "--port", "0", "--logs", str(logs),
         "--log-level", "info", "--max-buffer", str(64 << 20),
-        *(["--loop", "uvloop"] if name == "streamer-uvloop" else []),
+        *LOOP_VARIANTS.get(name, []),
     ]  # fmt: skip
     if name == "streamer-before":
         command, dropped = old_command(command, CWD[name])
@@ -340,7 +348,7 @@ async def main() -> None:
                   f"{r['cpu_us_per_delivery']:.3f} |")  # fmt: skip
     ours = runs.get("streamer")
     lines = []
-    for other in ("streamer-before", "streamer-uvloop"):
+    for other in ("streamer-before", *LOOP_VARIANTS):
         base = runs.get(other)
         if not (ours and base):
             continue

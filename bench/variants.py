@@ -14,6 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The current code on a given event loop (its default, auto, is uvloop when installed).
+LOOP_VARIANTS: dict[str, list[str]] = {
+    "streamer-asyncio": ["--loop", "asyncio"],
+    "streamer-uvloop": ["--loop", "uvloop"],
+}
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable

@@ -116,6 +116,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(settings) as url:
-        log.info("streamer listening on %s (media %s)", url, settings.media)
+        kind = type(loop).__module__.partition(".")[0]  # "asyncio" or "uvloop"
+        log.info("streamer listening on %s (media %s, %s loop)", url, settings.media, kind)
         await stop.wait()
         log.info("shutting down")

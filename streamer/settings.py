@@ -61,8 +61,12 @@ class Settings:
     )
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error", "LEVEL"))
     loop: str = field(
-        default="asyncio",
-        metadata=_help("event loop: asyncio, or uvloop (pip install 'streamer[uvloop]')", "LOOP"),
+        default="auto",
+        metadata=_help(
+            "event loop: auto (uvloop when installed), asyncio or uvloop "
+            "(pip install 'streamer[uvloop]')",
+            "LOOP",
+        ),
     )
 
 
@@ -157,11 +161,15 @@ def _log_level(text: str) -> str:
 
 def _loop(text: str) -> str:
     loop = text.lower()
-    if loop not in ("asyncio", "uvloop"):
-        raise ValueError("must be asyncio or uvloop")
-    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if loop not in ("auto", "asyncio", "uvloop"):
+        raise ValueError("must be auto, asyncio or uvloop")
+    if loop == "uvloop" and not uvloop_installed():
         raise ValueError("uvloop is not installed (pip install 'streamer[uvloop]')")
     return loop
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _token(text: str) -> str | None:
