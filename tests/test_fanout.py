@@ -120,3 +120,23 @@ async def test_flush_delivers_at_once_and_cancels_the_scheduled_one() -> None:
     assert sink.writes == [b"<t1>"]
     await asyncio.sleep(0)
     assert sink.writes == [b"<t1>"]  # not a second time
+
+
+async def test_each_group_keeps_a_running_total_of_its_bytes() -> None:
+    fanout = Fanout()
+    a, a_framed = RecordingSink(frozenset({"a"})), RecordingSink(frozenset({"a"}), framed)
+    outsider = RecordingSink(frozenset({"b"}))
+    for sink in (a, a_framed):
+        fanout.add(sink)
+    assert fanout.bytes_to_group(a) == 0
+    fanout.publish(frame(1, "a"))
+    fanout.flush()
+    fanout.publish(frame(2, "a"))
+    fanout.publish(frame(3, "a"))
+    fanout.flush()
+    assert fanout.bytes_to_group(a) == sum(map(len, a.writes)) == len(b"<a1><a2><a3>")
+    assert fanout.bytes_to_group(a_framed) == sum(map(len, a_framed.writes))
+    assert fanout.bytes_to_group(outsider) == 0  # in no group
+    fanout.remove(a)
+    fanout.remove(a_framed)
+    assert fanout._group_bytes == {}  # gone with the groups

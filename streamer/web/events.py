@@ -71,6 +71,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except BrokerClosed:
         raise broker_unavailable() from None
     finally:
+        stream.stop_counting()
         broker.unsubscribe(stream)
     return response
 

@@ -249,6 +249,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
                 if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
                     await response.write_eof()  # for the life of every idle stream
     finally:
+        stream.stop_counting()
         hub.fanout.remove(stream)
         if resumption is not None:
             os.close(resumption.fd)

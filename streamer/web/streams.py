@@ -69,12 +69,14 @@ class SseStream:
     writing the opening through aiohttp); after it, data goes straight to the
     transport. ``closed`` resolves with why the stream ends: ``"slow"``,
     ``"gone"`` or ``"shutdown"``. ``sent`` counts the bytes written directly
-    (for the access log).
+    (for the access log) once :meth:`stop_counting` has run: while live, what
+    the fan-out writes is counted by its group's running total.
     """
 
     __slots__ = (
         "_backlog",
         "_backlog_size",
+        "_counted_from",
         "_fanout",
         "_limit",
         "_sent_since_tick",
@@ -105,6 +107,7 @@ class SseStream:
         self._backlog: list[bytes] | None = []
         self._backlog_size = 0
         self._sent_since_tick = False
+        self._counted_from: int | None = None  # the group's total when it went live
 
     @property
     def live(self) -> bool:
@@ -124,15 +127,26 @@ class SseStream:
             self._drop("gone")
             return
         transport.write(data)
-        self.sent += len(data)
         if transport.get_write_buffer_size() > self._limit:
             self._drop("slow")
 
     def go_live(self) -> None:
         """Flush the backlog and switch to direct writes."""
         backlog, self._backlog = self._backlog, None
-        if backlog and not self.closed.done():
-            self.send(b"".join(backlog))
+        if self.closed.done():
+            return
+        self._counted_from = self._fanout.bytes_to_group(self)
+        if backlog:
+            data = b"".join(backlog)
+            self.sent += len(data)
+            self.send(data)
+
+    def stop_counting(self) -> None:
+        """Add what the fan-out wrote to it while live to :attr:`sent` (before it leaves
+        the fan-out; idempotent)."""
+        if self._counted_from is not None:
+            self.sent += self._fanout.bytes_to_group(self) - self._counted_from
+            self._counted_from = None
 
     def heartbeat(self, ping: bytes) -> None:
         """Called every heartbeat period: ping if nothing was sent since the last call."""
@@ -141,13 +155,16 @@ class SseStream:
         elif self._sent_since_tick:
             self._sent_since_tick = False
         elif self._backlog is None:
-            self.send(self.framing(ping))
+            framed = self.framing(ping)
+            self.sent += len(framed)
+            self.send(framed)
             self._sent_since_tick = False
 
     def finish(self, reason: str) -> None:
         """End the stream gracefully: the handler flushes and closes the response. A stream
         still writing its opening cannot be ended between two of its writes: it is closed
         (it resumes by id like any reconnect)."""
+        self.stop_counting()
         self._fanout.remove(self)
         if not self.live:
             self.transport.abort()  # close() would wait for a buffer the client may not read
@@ -160,6 +177,7 @@ class SseStream:
         if reason == "slow":
             self._stats.dropped_slow += 1
             log.info("dropping slow subscriber (%d unsent bytes)", self._unsent())
+        self.stop_counting()
         self._fanout.remove(self)
         self.transport.abort()
         self.closed.set_result(reason)
