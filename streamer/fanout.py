@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """What the fan-out delivers: the encoded SSE bytes of one event, and the topic that
-    decides who gets them."""
+    decides who gets them. (A named tuple: made once per event, it is the cheapest
+    immutable value to build.)"""
 
     topic: str
     data: bytes

@@ -89,8 +89,9 @@ class MemoryBroker:
         if self._closed:
             raise BrokerClosed("the broker is closed")
         self._seq += 1
-        position = Position(self.epoch, self._seq)
-        item = Event(position, Frame(topic, encode_event(str(position), event, data)))
+        seq = self._seq
+        frame = Frame(topic, encode_event(f"{self.epoch}-{seq}", event, data))
+        item = Event(Position(self.epoch, seq), frame)
         self._own_lanes.get(topic, self._main).append(item)
         self.fanout.publish(item.frame)
         return item

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..fanout import Frame
 
 _POSITION = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
+class Position(NamedTuple):
     """Where an event sits in a broker's log: the log's ``epoch`` (a new one whenever the
     log starts over empty) and the event's ``offset`` in it. Clients see it as the opaque
-    id ``<epoch>-<offset>``; it is parsed once, at the edge, and compared as a value."""
+    id ``<epoch>-<offset>``; it is parsed once, at the edge, and compared as a value.
+    (Named tuples here and in :class:`Event`: one of each is made per publish.)"""
 
     epoch: int
     offset: int
@@ -29,8 +30,7 @@ class Position:
         return None if match is None else cls(int(match[1]), int(match[2]))
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """A published event: its position and the frame every subscriber gets."""
 
     position: Position
