@@ -14,7 +14,7 @@ installed. Two more variants of streamer compare it with itself:
 ``streamer-before`` is the same command run in an older checkout
 (``--before DIR``, e.g. a ``git worktree``; flags that code does not have are
 left out) and ``streamer-asyncio`` / ``streamer-uvloop`` pin the event loop (``streamer``
-runs its default, ``--loop auto``: uvloop when installed). ``--before`` adds
+runs its default, asyncio). ``--before`` adds
 streamer-before to the default servers; pick any set with ``--servers``.
 
 Each scenario is checked first (status and length) so an error page is never

@@ -19,7 +19,7 @@ run pinned to CPU 0; this script (writer and readers) on CPU 1.
 Servers (``--servers``, run one after the other): ``streamer``; ``streamer-before``,
 the same command run in an older checkout (``--before DIR``, e.g. a
 ``git worktree``; flags that code does not have are left out); ``streamer-asyncio``
-/ ``streamer-uvloop`` pin the event loop (``streamer`` runs ``--loop auto``).
+/ ``streamer-uvloop`` pin the event loop (``streamer`` runs its default, asyncio).
 ``--before`` adds streamer-before to the default.
 Prints markdown tables, streamer against the others by latency, lines/s and
 CPU per line, and writes JSON to bench/results/.

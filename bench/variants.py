@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# The current code on a given event loop (its default, auto, is uvloop when installed).
+# The current code on a given event loop (its default is asyncio).
 LOOP_VARIANTS: dict[str, list[str]] = {
     "streamer-asyncio": ["--loop", "asyncio"],
     "streamer-uvloop": ["--loop", "uvloop"],

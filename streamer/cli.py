@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``--loop`` names (``None``: asyncio's default). ``auto`` is uvloop
-    when it is installed: it serves small files and deep write buffers faster (see
-    BENCHMARKS.md, "Event loop")."""
+    """The event loop ``--loop`` names (``None``: asyncio's default). asyncio stays the
+    default: uvloop serves small files and deep write buffers faster but has no
+    sendfile, so big downloads cost more CPU on it (BENCHMARKS.md, "Event loop")."""
     if name == "uvloop" or (name == "auto" and uvloop_installed()):
         import uvloop
 

@@ -61,10 +61,10 @@ class Settings:
     )
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error", "LEVEL"))
     loop: str = field(
-        default="auto",
+        default="asyncio",
         metadata=_help(
-            "event loop: auto (uvloop when installed), asyncio or uvloop "
-            "(pip install 'streamer[uvloop]')",
+            "event loop: asyncio, uvloop (pip install 'streamer[uvloop]'), "
+            "or auto (uvloop when installed)",
             "LOOP",
         ),
     )

@@ -135,12 +135,13 @@ def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
 
 
 class CliServer:
-    """A server subprocess; its output is collected in ``lines`` by a thread."""
+    """A server subprocess; its output (from the "listening" line on) is collected in
+    ``lines`` by a thread."""
 
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+    def __init__(self, process: subprocess.Popen[str], url: str, listening: str) -> None:
         self.process = process
         self.url = url
-        self.lines: list[str] = []
+        self.lines: list[str] = [listening]
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
 
@@ -165,6 +166,7 @@ def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliSer
         assert process.stdout is not None
         url = None
         deadline = time.monotonic() + 10
+        line = ""
         while url is None and time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
@@ -173,7 +175,7 @@ def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliSer
             if match:
                 url = match[1]
         assert url, "server did not start"
-        yield CliServer(process, url)
+        yield CliServer(process, url, line)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from streamer.errors import StartupError
 from streamer.server import running
 from streamer.settings import Settings, load_settings
 
-from .helpers import MEDIA, ROOT, cli_server, make_settings, publish
+from .helpers import MEDIA, ROOT, cli_server, make_settings, publish, require
 from .sse_client import subscribe
 
 
@@ -53,6 +54,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--broker", "kafka"], {}, "--broker='kafka': must be 'memory'"),
         ([], {"STREAMER_PORT": "x"}, "STREAMER_PORT='x': not a number"),
         ([], {"STREAMER_LOG_LEVEL": "loud"}, "STREAMER_LOG_LEVEL='loud': must be debug"),
+        (["--loop", "trio"], {}, "--loop='trio': must be auto, asyncio or uvloop"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(
@@ -146,6 +148,17 @@ def test_top_level_help_points_to_the_serve_flags() -> None:
         result = run_cli(*args)
         assert result.returncode == 0
         assert "serve --help" in result.stdout
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_the_server_runs_on_the_loop_asked_for(
+    http: aiohttp.ClientSession, loop: str
+) -> None:
+    require(importlib.util.find_spec(loop) is not None, f"{loop} is not installed")
+    with cli_server("--loop", loop) as server:
+        async with subscribe(http, server.url) as stream:
+            assert stream.text.startswith("retry: ")
+        assert server.lines[0].endswith(f"(media {MEDIA}, {loop} loop)\n")
 
 
 async def test_env_reaches_the_running_server(http: aiohttp.ClientSession) -> None:
