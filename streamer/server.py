@@ -89,7 +89,10 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
     try:
         await runner.setup()  # the cleanup contexts start here (they raise StartupError)
     except BaseException:
-        await app.cleanup()  # stop the contexts that did start, in reverse
+        try:
+            await app.cleanup()  # stop the contexts that did start, in reverse
+        except Exception:  # never hide the reason the start failed
+            log.exception("error while stopping after a failed start")
         raise
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)

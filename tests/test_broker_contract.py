@@ -128,6 +128,7 @@ async def test_replay_then_live_is_exactly_once_with_concurrent_publishers(
         await asyncio.gather(*(publisher(p) for p in "pqrs"), joiner())
         await settle(broker)
         assert len(published) == 400
+        published.sort(key=lambda event_id: offset(event_id))  # id order, not completion order
         assert joined
         for since, sink, resume in joined:
             assert resume.reset is None

@@ -153,3 +153,24 @@ async def test_writing_a_big_file_is_a_few_events_not_one_per_write(
     assert events[0][0] == "created"
     assert events[-1] == ("modified", final)
     assert len(events) <= 5, events
+
+
+async def test_a_batch_with_delete_and_add_of_one_path_is_one_event_by_its_state(
+    tmp_path: Path,
+) -> None:
+    """A watch batch is a set: "deleted" and "added" of one path come in no order.
+    What the path is now decides: it exists, so it was created (once)."""
+    published = Published()
+    media = MediaEvents(str(tmp_path), published)
+    path = tmp_path / "b.txt"
+    path.write_text("x")
+    try:
+        await media.on_changes({(Change.deleted, str(path)), (Change.added, str(path))})
+        path.unlink()
+        await media.on_changes({(Change.added, str(path)), (Change.deleted, str(path))})
+        await published.wait(2)
+    finally:
+        await media.close()
+    assert published.names == ["created", "deleted"]
+    assert published.events[0][2] == {"path": "b.txt", "size": 1, "type": "file"}
+    assert published.events[1][2] == {"path": "b.txt", "size": None, "type": "file"}

@@ -90,6 +90,7 @@ class MemoryBroker:
             raise BrokerClosed("the broker is closed")
         self._seq += 1
         seq = self._seq
+        # the id as str(Position) spells it, formatted inline: this runs once per publish
         frame = Frame(topic, encode_event(f"{self.epoch}-{seq}", event, data))
         item = Event(Position(self.epoch, seq), frame)
         self._own_lanes.get(topic, self._main).append(item)

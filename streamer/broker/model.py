@@ -40,10 +40,6 @@ class Event(NamedTuple):
     def id(self) -> str:
         return str(self.position)
 
-    @property
-    def topic(self) -> str:
-        return self.frame.topic
-
 
 @dataclass(frozen=True, slots=True)
 class Resume:

@@ -5,11 +5,12 @@ Event names are ``created``, ``modified`` and ``deleted``; the data is
 kernel reports a growing file once per write, so writing one 100 MB file
 would be about a hundred ``modified`` events; here they are coalesced per
 path: ``created`` and ``deleted`` go out at once, ``modified`` at most once
-per :data:`INTERVAL` per path (the first at once, the rest held), and the
-last one held is sent when the file has been quiet for that long, so the
-final size is always announced. The broker keeps this topic's history in a
-lane of its own (:data:`HISTORY`), so a burst of file changes cannot push
-published events out of resume history.
+per :data:`INTERVAL` per path (the first at once, the rest held and sent
+when the interval since the path's previous event is over), so the final
+size is always announced within about a second of the last write. The
+broker keeps this topic's history in a lane of its own (:data:`HISTORY`),
+so a burst of file changes cannot push published events out of resume
+history.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def describe(root: str, rel: str) -> str:
     return json.dumps({"path": rel, "size": size, "type": kind}, separators=(",", ":"))
 
 
+def _change_now(root: str, rel: str, seen: set[Change]) -> Change:
+    """The one change a batch's ``seen`` changes of ``rel`` amount to, by what it is now
+    (a ``stat``, like :func:`describe`: cheap, on the loop)."""
+    if not os.path.lexists(os.path.join(root, rel)):
+        return Change.deleted
+    return Change.added if Change.added in seen else Change.modified
+
+
 class MediaEvents:
     """Turns the watcher's changes under ``root`` into coalesced ``files`` events."""
 
@@ -80,12 +89,22 @@ class MediaEvents:
         self._ticker: asyncio.Task[None] | None = None
 
     async def on_changes(self, changes: set[tuple[Change, str]]) -> None:
+        """One event per path and batch, decided by what the path is now: a batch can hold
+        ``deleted`` and ``added`` of one path in no particular order (a set)."""
         prefix = self.root + os.sep
-        for change, path in sorted(changes, key=lambda item: item[1]):
+        kinds: dict[str, set[Change]] = {}
+        for change, path in changes:
             if path.startswith(prefix):
                 rel = relative_name(self.root, path)
                 if rel is not None:
-                    await self._on_change(change, rel)
+                    kinds.setdefault(rel, set()).add(change)
+        for rel in sorted(kinds):
+            try:
+                await self._on_change(_change_now(self.root, rel, kinds[rel]), rel)
+            except BrokerClosed:
+                raise
+            except Exception:  # one path's trouble must not lose the rest of the batch
+                log.exception("cannot publish the change of %s", rel)
 
     async def _on_change(self, change: Change, rel: str) -> None:
         now = time.monotonic()

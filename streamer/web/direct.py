@@ -12,8 +12,8 @@ line, headers and body itself and writes them with one ``transport.write``.
 
 It sets the few private fields of ``StreamResponse`` that aiohttp's
 protocol reads afterwards (``_keep_alive``, ``_eof_sent``); the exact-bytes
-tests in tests/test_files.py (HTTP/1.0 and 1.1, HEAD, keep-alive) are what
-would notice an aiohttp release that changes them.
+tests in tests/test_files.py (HTTP/1.0 and 1.1, HEAD, keep-alive) and
+tests/test_direct.py would notice an aiohttp release that changes them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 
@@ -11,8 +10,6 @@ from aiohttp import web
 
 from ..errors import as_problem
 from .keys import REQUEST_ID
-
-log = logging.getLogger("streamer.web")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
