@@ -75,6 +75,7 @@ class Fanout:
         self._flush_handle: asyncio.Handle | None = None
         self._count = 0
         self.stats = FanoutStats()
+        self.closing = False  # set at shutdown: a sink that arrives later is ended at once
 
     def __len__(self) -> int:
         return self._count

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from streamer.fanout import Framing
 from streamer.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +183,21 @@ def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliSer
         process.wait(5)
         if process.stdout:
             process.stdout.close()
+
+
+def plain(data: bytes) -> bytes:
+    return data
+
+
+class RecordingSink:
+    """A :class:`~streamer.fanout.Sink` that keeps what it is sent."""
+
+    def __init__(self, topics: frozenset[str] | None, framing: Framing = plain) -> None:
+        self.topics = topics
+        self.framing = framing
+        self.writes: list[bytes] = []
+        self.arrived = asyncio.Event()  # set on every write
+
+    def send(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.arrived.set()

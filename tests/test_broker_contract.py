@@ -23,7 +23,7 @@ from streamer.broker.memory import MemoryBroker
 from streamer.fanout import Fanout
 from streamer.sse import ParsedEvent, parse_stream
 
-from .test_fanout import RecordingSink
+from .helpers import RecordingSink
 
 
 class OpenBroker(Protocol):

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from streamer.fanout import Fanout, Frame, Framing
+from streamer.fanout import Fanout, Frame
+
+from .helpers import RecordingSink
 
 
 def framed(data: bytes) -> bytes:
     return b"[" + data + b"]"
-
-
-def plain(data: bytes) -> bytes:
-    return data
-
-
-class RecordingSink:
-    """A :class:`~streamer.fanout.Sink` that keeps what it is sent."""
-
-    def __init__(self, topics: frozenset[str] | None, framing: Framing = plain) -> None:
-        self.topics = topics
-        self.framing = framing
-        self.writes: list[bytes] = []
-        self.arrived = asyncio.Event()  # set on every write
-
-    def send(self, data: bytes) -> None:
-        self.writes.append(data)
-        self.arrived.set()
 
 
 def frame(seq: int, topic: str) -> Frame:

@@ -140,6 +140,8 @@ class SseStream:
             data = b"".join(backlog)
             self.sent += len(data)
             self.send(data)
+        if self._fanout.closing:  # registered after the shutdown pass: end it like the rest
+            self.finish("shutdown")
 
     def stop_counting(self) -> None:
         """Add what the fan-out wrote to it while live to :attr:`sent` (before it leaves
@@ -311,6 +313,7 @@ async def _heartbeat_loop(app: web.Application) -> None:
 async def close_streams(app: web.Application) -> None:
     """``on_shutdown``: deliver what is queued, then end every stream so clients reconnect."""
     for fanout in app[FANOUTS]:
+        fanout.closing = True
         fanout.flush()
         for stream in fanout.sinks():
             if isinstance(stream, SseStream):
