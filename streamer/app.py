@@ -11,7 +11,7 @@ from .broker import open_broker
 from .errors import StartupError
 from .fanout import Fanout
 from .logconfig import close_log_file, open_log_file
-from .settings import Settings
+from .settings import Settings, cannot_write_own_log
 from .sources import media
 from .sources.changes import watching
 from .sources.loghub import LogHub
@@ -50,7 +50,7 @@ async def _own_log_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         handler = open_log_file(path)
     except OSError as exc:
-        raise StartupError(f"cannot write the server's own log {path}: {exc.strerror}") from None
+        raise StartupError(cannot_write_own_log(path, exc)) from None
     try:
         yield
     finally:

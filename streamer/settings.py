@@ -257,7 +257,12 @@ def check_log_file(path: Path | None) -> None:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as exc:
-        raise SettingsError(
-            f"cannot write the server's own log {path}: {exc.strerror}; "
-            "choose another with --log-file FILE, or --log-file off"
-        ) from None
+        raise SettingsError(cannot_write_own_log(path, exc)) from None
+
+
+def cannot_write_own_log(path: Path, exc: OSError) -> str:
+    """The one line that says why the own log cannot be written, and what to do."""
+    return (
+        f"cannot write the server's own log {path}: {exc.strerror}; "
+        "choose another with --log-file FILE, or --log-file off"
+    )
