@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +56,32 @@ class Settings:
     max_buffer: int = field(
         default=1024 * KIB, metadata=_help("unsent bytes before a slow subscriber is cut", "BYTES")
     )
+    max_unsent: int = field(
+        default_factory=lambda: default_max_unsent(),
+        metadata=_help(
+            "unsent bytes over all subscribers before the largest laggards are cut "
+            "(by default 1/16 of memory, within 64 MiB and 1 GiB)",
+            "BYTES",
+        ),
+    )
+    send_timeout: float = field(
+        default=30.0,
+        metadata=_help("seconds a client may leave a response unread before it is cut", "SECONDS"),
+    )
+    header_timeout: float = field(
+        default=5.0,
+        metadata=_help("seconds a client has to send a whole request head", "SECONDS"),
+    )
+    idle_timeout: float = field(
+        default=30.0, metadata=_help("seconds an idle keep-alive connection stays open", "SECONDS")
+    )
+    own_log_access: str = field(
+        default="loopback",
+        metadata=_help(
+            "who may tail the server's own log (it shows every client and URL): loopback or anyone",
+            "WHO",
+        ),
+    )
     shutdown_timeout: float = field(
         default=1.0, metadata=_help("seconds streams get to flush at shutdown", "SECONDS")
     )
@@ -68,6 +94,16 @@ class Settings:
             "LOOP",
         ),
     )
+
+
+def default_max_unsent() -> int:
+    """1/16 of the machine's memory, within 64 MiB and 1 GiB: room for thousands of lagging
+    subscribers at the default --max-buffer, and never most of a small machine."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        memory = 1 << 30
+    return min(max(memory // 16, 64 * KIB * KIB), 1024 * KIB * KIB)
 
 
 OWN_LOG_NAME: Final = "streamer.log"  # the own log's name in --logs when --log-file is not given
@@ -93,9 +129,15 @@ class SettingHelp:
 def setting_help() -> dict[str, SettingHelp]:
     """Help for every setting, keyed by name (the CLI builds its flags from this)."""
     return {
-        f.name: SettingHelp(f.metadata["help"], f.metadata["metavar"], _shown(f.default))
+        f.name: SettingHelp(f.metadata["help"], f.metadata["metavar"], _shown(_default(f)))
         for f in fields(Settings)
     }
+
+
+def _default(f: Field[Any]) -> object:
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _shown(default: object) -> str | None:
@@ -142,6 +184,13 @@ def _log_file(text: str) -> Path | None:
     if not text.strip():
         raise ValueError("must be a file name, or 'off'")
     return Path(text).expanduser().absolute()
+
+
+def _own_log_access(text: str) -> str:
+    who = text.lower()
+    if who not in ("loopback", "anyone"):
+        raise ValueError("must be loopback or anyone")
+    return who
 
 
 def _broker(text: str) -> str:
@@ -202,6 +251,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_body": _positive_int,
     "max_line": _positive_int,
     "max_buffer": _positive_int,
+    "max_unsent": _positive_int,
+    "send_timeout": _positive_float,
+    "header_timeout": _positive_float,
+    "idle_timeout": _positive_float,
+    "own_log_access": _own_log_access,
     "shutdown_timeout": _positive_float,
     "log_level": _log_level,
     "loop": _loop,
