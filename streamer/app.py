@@ -17,7 +17,8 @@ from .sources.changes import watching
 from .sources.loghub import LogHub
 from .web import events, files, listing, logs, ops, streams
 from .web.hooks import finish_headers
-from .web.keys import BROKER, EVENTS_FANOUT, FANOUTS, LOG_HUB, SETTINGS, STARTED_AT
+from .web.keys import BROKER, EVENTS_FANOUT, FANOUTS, LOG_HUB, SETTINGS, STARTED_AT, UNSENT
+from .web.unsent import UnsentBudget
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STARTED_AT] = time.monotonic()
     app[FANOUTS] = []
+    app[UNSENT] = UnsentBudget(settings.max_unsent)
     app.cleanup_ctx.append(_own_log_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_sources_ctx)

@@ -69,7 +69,10 @@ class Fanout:
         self._groups: dict[GroupKey, dict[Sink, None]] = {}
         self._by_topic: dict[str, set[GroupKey]] = {}
         self._wildcard: set[GroupKey] = set()
+        # one instance of each topic set in use, and how many groups use it (a set is in
+        # at most one group per framing): so a remove never scans the other groups
         self._topic_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._topic_set_groups: dict[frozenset[str], int] = {}
         self._pending: list[Frame] = []
         self._group_bytes: dict[GroupKey, int] = {}  # written to each group so far
         self._flush_handle: asyncio.Handle | None = None
@@ -106,6 +109,7 @@ class Fanout:
                 self._wildcard.add(key)
             else:
                 self._topic_sets.setdefault(sink.topics, sink.topics)
+                self._topic_set_groups[sink.topics] = self._topic_set_groups.get(sink.topics, 0) + 1
                 for topic in sink.topics:
                     self._by_topic.setdefault(topic, set()).add(key)
         if sink not in group:
@@ -131,7 +135,11 @@ class Fanout:
             keys.discard(key)
             if not keys:
                 del self._by_topic[topic]
-        if not any(other[0] == sink.topics for other in self._groups):
+        users = self._topic_set_groups[sink.topics] - 1
+        if users:
+            self._topic_set_groups[sink.topics] = users
+        else:
+            del self._topic_set_groups[sink.topics]
             del self._topic_sets[sink.topics]
 
     def publish(self, frame: Frame) -> None:

@@ -11,11 +11,13 @@ from ..settings import Settings
 from ..sources.loghub import LogHub
 from .sidecars import SidecarIndex
 from .smallfiles import SmallFileCache
+from .unsent import UnsentBudget
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 EVENTS_FANOUT = web.AppKey("events_fanout", Fanout)  # the broker delivers through it
 FANOUTS = web.AppKey("fanouts", list[Fanout])  # every fan-out with streams: see web/streams.py
+UNSENT = web.AppKey("unsent", UnsentBudget)  # the server-wide budget of unsent stream bytes
 DIGESTS = web.AppKey("digests", DigestCache)
 SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
 SMALL_FILES = web.AppKey("small_files", SmallFileCache)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .. import __version__
 from .formats import json_line
-from .keys import BROKER, EVENTS_FANOUT, LOG_HUB, SMALL_FILES, STARTED_AT
+from .keys import BROKER, EVENTS_FANOUT, LOG_HUB, SMALL_FILES, STARTED_AT, UNSENT
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,6 +40,7 @@ async def metrics(request: web.Request) -> web.Response:
     fanout = request.app[EVENTS_FANOUT]
     hub = request.app[LOG_HUB]
     stats = fanout.stats
+    unsent = request.app[UNSENT]
     samples = [
         ("streamer_subscribers", "gauge", "Open SSE streams.", len(fanout)),
         ("streamer_events_published_total", "counter", "Events published.", stats.published),
@@ -56,6 +57,18 @@ async def metrics(request: web.Request) -> web.Response:
             stats.dropped_slow,
         ),
         ("streamer_bytes_sent_total", "counter", "Live event bytes written.", stats.bytes_sent),
+        (
+            "streamer_unsent_bytes",
+            "gauge",
+            "Bytes written to lagging streams and not read yet (bounded by --max-unsent).",
+            unsent.total,
+        ),
+        (
+            "streamer_unsent_cuts_total",
+            "counter",
+            "Streams cut because the server-wide unsent budget was exhausted.",
+            unsent.cuts,
+        ),
         ("streamer_open_files", "gauge", "File descriptors open in this process.", open_fds()),
         ("streamer_log_tailers", "gauge", "Log files being followed.", len(hub.feeds)),
         ("streamer_log_subscribers", "gauge", "Open log tail streams.", len(hub.fanout)),

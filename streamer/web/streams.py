@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Final
@@ -34,7 +35,8 @@ from aiohttp import HttpVersion11, web
 
 from .. import sse
 from ..fanout import Fanout, FanoutStats, Framing
-from .keys import FANOUTS, SETTINGS
+from .keys import FANOUTS, SETTINGS, UNSENT
+from .unsent import STREAM_SNDBUF, UnsentBudget
 
 log = logging.getLogger("streamer.streams")
 
@@ -76,11 +78,14 @@ class SseStream:
     __slots__ = (
         "_backlog",
         "_backlog_size",
+        "_budget",
         "_counted_from",
         "_fanout",
+        "_kernel_buffer",
         "_limit",
         "_sent_since_tick",
         "_stats",
+        "charged",
         "closed",
         "framing",
         "sent",
@@ -95,6 +100,7 @@ class SseStream:
         transport: asyncio.Transport,
         fanout: Fanout,
         limit: int,
+        budget: UnsentBudget,
     ) -> None:
         self.topics = topics
         self.framing = framing
@@ -108,6 +114,9 @@ class SseStream:
         self._backlog_size = 0
         self._sent_since_tick = False
         self._counted_from: int | None = None  # the group's total when it went live
+        self._budget = budget
+        self.charged = 0  # what the server-wide budget holds against this stream
+        self._kernel_buffer = cap_send_buffer(transport)
 
     @property
     def live(self) -> bool:
@@ -121,14 +130,19 @@ class SseStream:
             self._backlog_size += len(data)
             if self._backlog_size > self._limit:
                 self._drop("slow")
+            else:
+                self._budget.charge(self, self._backlog_size)
             return
         transport = self.transport
         if transport.is_closing():
             self._drop("gone")
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._limit:
+        unsent = transport.get_write_buffer_size()
+        if unsent > self._limit:
             self._drop("slow")
+        elif unsent or self.charged:  # a reader that keeps up never gets here
+            self._budget.charge(self, unsent + self._kernel_buffer if unsent else 0)
 
     def go_live(self) -> None:
         """Flush the backlog and switch to direct writes."""
@@ -168,26 +182,48 @@ class SseStream:
         (it resumes by id like any reconnect)."""
         self.stop_counting()
         self._fanout.remove(self)
+        self._budget.release(self)
         if not self.live:
             self.transport.abort()  # close() would wait for a buffer the client may not read
         if not self.closed.done():
             self.closed.set_result(reason)
+
+    def unsent(self) -> int:
+        """Bytes written for the client but not read by it yet (see :mod:`.unsent`)."""
+        if self._backlog is not None:
+            return self._backlog_size
+        if self.transport.is_closing():
+            return 0
+        buffered = self.transport.get_write_buffer_size()
+        return buffered + self._kernel_buffer if buffered else 0
+
+    def cut(self, reason: str) -> None:
+        self._drop(reason)
 
     def _drop(self, reason: str) -> None:
         if self.closed.done():
             return
         if reason == "slow":
             self._stats.dropped_slow += 1
-            log.info("dropping slow subscriber (%d unsent bytes)", self._unsent())
+            log.info("dropping slow subscriber (%d unsent bytes)", self.unsent())
         self.stop_counting()
         self._fanout.remove(self)
+        self._budget.release(self)
         self.transport.abort()
         self.closed.set_result(reason)
 
-    def _unsent(self) -> int:
-        if self._backlog is not None:
-            return self._backlog_size
-        return self.transport.get_write_buffer_size()
+
+def cap_send_buffer(transport: asyncio.Transport) -> int:
+    """Cap the kernel send buffer of a stream's socket (see :data:`.unsent.STREAM_SNDBUF`);
+    return its size as the kernel reports it (0 when unknown)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    except (OSError, AttributeError):  # not a TCP socket (a pipe in a test), or no such call
+        return 0
 
 
 class SseResponse(web.StreamResponse):
@@ -223,7 +259,8 @@ def start_stream(
     if transport is None or transport.is_closing():
         return response, None
     limit = request.app[SETTINGS].max_buffer
-    stream = SseStream(topics, chunked if is_chunked else unframed, transport, fanout, limit)
+    framing = chunked if is_chunked else unframed
+    stream = SseStream(topics, framing, transport, fanout, limit, request.app[UNSENT])
     response.stream = stream
     return response, stream
 
@@ -232,19 +269,38 @@ async def write_opening(
     request: web.Request, response: SseResponse, opening: bytes, frames: list[bytes]
 ) -> None:
     """Send the headers, the preamble with ``opening`` (a reset or the last lines), then
-    ``frames`` (a replay) in writes of about :data:`OPENING_WRITE_SIZE`, with flow control."""
+    ``frames`` (a replay) in writes of about :data:`OPENING_WRITE_SIZE`.
+
+    Each write waits for the client to read the one before (aiohttp drains past 64 KiB),
+    so a replay of the whole history costs one write's worth of buffer, not the history;
+    a client that reads nothing for ``--send-timeout`` seconds is cut, as it would be by
+    nginx's ``send_timeout`` (it resumes by id like any reconnect).
+    """
+    settings = request.app[SETTINGS]
+    timeout = settings.send_timeout
     await response.prepare(request)
-    await response.write(sse.encode_preamble(request.app[SETTINGS].retry) + opening)
+    await _write_within(response, sse.encode_preamble(settings.retry) + opening, timeout)
     batch: list[bytes] = []
     size = 0
     for frame in frames:
         batch.append(frame)
         size += len(frame)
         if size >= OPENING_WRITE_SIZE:
-            await response.write(b"".join(batch))
+            await _write_within(response, b"".join(batch), timeout)
             batch, size = [], 0
     if batch:
-        await response.write(b"".join(batch))
+        await _write_within(response, b"".join(batch), timeout)
+
+
+async def _write_within(response: SseResponse, data: bytes, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await response.write(data)
+    except TimeoutError:
+        stream = response.stream
+        if stream is not None:
+            stream.transport.abort()
+        raise ConnectionResetError(f"the client read nothing for {timeout:g} s") from None
 
 
 class client_may_leave:
