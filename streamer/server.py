@@ -85,6 +85,7 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
         access_log_class=AccessLogger,
+        auto_decompress=False,  # never inflate request bodies: see web.events.read_body
     )
     try:
         await runner.setup()  # the cleanup contexts start here (they raise StartupError)

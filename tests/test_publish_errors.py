@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -15,7 +16,8 @@ from streamer.app import create_app
 from streamer.server import running
 
 from .conftest import StartServer
-from .helpers import make_settings, require
+from .helpers import make_settings, metric, publish, require
+from .sse_client import subscribe
 
 
 async def assert_problem(
@@ -225,3 +227,60 @@ async def test_head_of_a_missing_path_is_a_bodyless_404(
         assert response.status == 404
         assert response.headers["Content-Type"] == "application/problem+json"
         assert await response.read() == b""
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"a": "\\udc80"}', "lone surrogate"),
+        (b'"\\ud800"', "lone surrogate"),
+        (b"[" * 1000 + b"]" * 1000, "nested too deeply"),
+        (b"[" * 60_000, "nested too deeply"),  # unbalanced too: the depth is found first
+        (b'{"a": NaN}', "NaN is not a JSON value"),
+        (b"[Infinity]", "Infinity is not a JSON value"),
+        (b"-Infinity", "-Infinity is not a JSON value"),
+        (b"1" * 5000, "not valid JSON"),  # past Python's int() digit limit
+    ],
+)
+async def test_json_that_subscribers_could_not_use_is_400_and_takes_no_id(
+    start_server: StartServer, http: aiohttp.ClientSession, body: bytes, detail: str
+) -> None:
+    """The event after a refused one follows the one before it with no gap: a resume
+    across the refused publish replays exactly what was published."""
+    server = await start_server(max_body=100_000)
+    before = await publish(http, server, "j", "before")
+    headers = {"Content-Type": "application/json"}
+    async with http.post(server + "/events/j", data=body, headers=headers) as response:
+        problem = await assert_problem(response, 400, "invalid-json")
+        assert detail in problem["detail"]
+    after = await publish(http, server, "j", "after")
+    epoch, seq = before.split("-")
+    assert after == f"{epoch}-{int(seq) + 1}"
+    async with subscribe(http, server, "j", last_event_id=before) as stream:
+        [event] = await stream.wait_events(1)
+        assert (event.id, event.data) == (after, "after")
+
+
+async def test_compressed_bodies_are_refused_unread(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """A gzip bomb is never inflated: 415 before and after authentication."""
+    bomb = gzip.compress(b"\0" * (50 << 20))  # 50 MB of zeros in ~50 KB
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    server = await start_server(token="s3cret", max_body=len(bomb) + 1)
+    async with http.post(server + "/events/t", data=bomb, headers=headers) as response:
+        await assert_problem(response, 401, "unauthorized")
+    authorized = {**headers, "Authorization": "Bearer s3cret"}
+    for coding in ("gzip", "deflate", "br", "GZIP"):
+        authorized["Content-Encoding"] = coding
+        async with http.post(server + "/events/t", data=bomb, headers=authorized) as response:
+            await assert_problem(response, 415, "unsupported-encoding")
+            assert response.headers["Accept-Encoding"] == "identity"
+    # not even looked at: a parser that inflated it would fail on these bytes first
+    authorized["Content-Encoding"] = "gzip"
+    async with http.post(server + "/events/t", data=b"not gzip", headers=authorized) as response:
+        await assert_problem(response, 415, "unsupported-encoding")
+    authorized["Content-Encoding"] = "identity"
+    async with http.post(server + "/events/t", data=b"[1]", headers=authorized) as response:
+        assert response.status == 201
+    assert await metric(http, server, "streamer_events_published_total") == 1

@@ -88,10 +88,11 @@ class MemoryBroker:
     async def publish(self, topic: str, data: str, event: str = "message") -> Event:
         if self._closed:
             raise BrokerClosed("the broker is closed")
-        self._seq += 1
-        seq = self._seq
-        # the id as str(Position) spells it, formatted inline: this runs once per publish
+        seq = self._seq + 1
+        # the id as str(Position) spells it, formatted inline: this runs once per publish;
+        # the id is taken only once the event is encoded, so a failure leaves no hole
         frame = Frame(topic, encode_event(f"{self.epoch}-{seq}", event, data))
+        self._seq = seq
         item = Event(Position(self.epoch, seq), frame)
         self._own_lanes.get(topic, self._main).append(item)
         self.fanout.publish(item.frame)
