@@ -651,7 +651,8 @@ async def test_truncation_while_a_partial_line_is_held(
 async def test_a_cut_line_across_catch_up_chunks_matches_live(
     start_server: Callable[..., Awaitable[str]], logs_dir: Path, http: aiohttp.ClientSession
 ) -> None:
-    server = await start_server(logs=logs_dir, max_line=100)
+    # one append of 1.4 MB of events, delivered at once: over the default --max-buffer
+    server = await start_server(logs=logs_dir, max_line=100, max_buffer=4 << 20)
     log = logs_dir / "app.log"
     head = b"start\n"
     filler_size = (1 << 20) - 150 - len(head)  # the long line starts 150 bytes before 1 MiB
