@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,7 @@ from .app import create_app
 from .errors import StartupError
 from .logconfig import direct_handlers
 from .settings import Settings
+from .web.connections import Runner, connection_cap
 
 log = logging.getLogger("streamer")
 
@@ -80,8 +82,12 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
     Yields the base URL, with the real port when ``settings.port`` is 0.
     """
     app = app if app is not None else create_app(settings)
-    runner = web.AppRunner(
+    fd_limit = raise_fd_limit()
+    runner = Runner(
         app,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections or connection_cap(fd_limit),
+        keepalive_timeout=settings.idle_timeout,
         handler_cancellation=True,
         shutdown_timeout=settings.shutdown_timeout,
         access_log_class=AccessLogger,
@@ -106,6 +112,22 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
         yield f"http://{url_host(host)}:{port}"
     finally:
         await runner.cleanup()
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit (1024 is a common soft
+    default, far too few for thousands of streams); return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open-file limit raised from %d to %d", soft, hard)
+            return hard
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays %d: cannot raise it to %d (%s)", soft, hard, exc)
+    return soft
 
 
 def url_host(host: str) -> str:

@@ -75,6 +75,14 @@ class Settings:
     idle_timeout: float = field(
         default=30.0, metadata=_help("seconds an idle keep-alive connection stays open", "SECONDS")
     )
+    max_connections: int | None = field(
+        default=None,
+        metadata=_help(
+            "most client connections at once (default: what the open-file limit allows, "
+            "less a reserve for files and logs)",
+            "N",
+        ),
+    )
     own_log_access: str = field(
         default="loopback",
         metadata=_help(
@@ -255,6 +263,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "send_timeout": _positive_float,
     "header_timeout": _positive_float,
     "idle_timeout": _positive_float,
+    "max_connections": _positive_int,
     "own_log_access": _own_log_access,
     "shutdown_timeout": _positive_float,
     "log_level": _log_level,
