@@ -91,8 +91,20 @@ class BatchingHandler(logging.Handler):
             try:
                 self.stream.write(text)
                 self.stream.flush()
+            except UnicodeEncodeError:  # a stream that cannot take every character
+                self._write_escaped(text)
             except (OSError, ValueError):  # the stream is gone (closed pipe, shutdown)
                 pass
+
+    def _write_escaped(self, text: str) -> None:
+        """Write ``text`` with what the stream's encoding cannot take escaped, so one line
+        never takes the rest of its batch with it."""
+        encoding = getattr(self.stream, "encoding", None) or "ascii"
+        try:
+            self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            self.stream.flush()
+        except (OSError, ValueError, LookupError):
+            pass
 
     def _flush_loop(self) -> None:
         while not self._closed:
@@ -120,7 +132,8 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
 def open_log_file(path: Path) -> BatchingHandler:
     """Also write INFO and above to ``path`` (appended, so it can be tailed like any log)
     until :func:`close_log_file`. Raises ``OSError`` when it cannot be opened."""
-    handler = BatchingHandler(open(path, "a", encoding="utf-8"))  # noqa: SIM115
+    # backslashreplace: a line that cannot be encoded must not fail the batch it is in
+    handler = BatchingHandler(open(path, "a", encoding="utf-8", errors="backslashreplace"))  # noqa: SIM115
     handler.setFormatter(FastFormatter())
     handler.setLevel(logging.INFO)
     logging.getLogger().addHandler(handler)

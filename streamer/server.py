@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import resource
 import signal
@@ -52,17 +53,17 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         version = request.version
         length = response.content_length
-        message = '%s "%s %s HTTP/%d.%d" %d %d %.6fs rid=%s "%s"' % (  # noqa: UP031
+        message = '%s "%s %s HTTP/%d.%d" %d %d %.6fs rid=%s %s' % (  # noqa: UP031
             request.remote,
             request.method,
-            request.raw_path,
+            _escaped(request.raw_path),
             version.major,
             version.minor,
             response.status,
             response.body_length if length is None else length,
             time,
             response.headers.get("X-Request-ID", "-"),
-            request.headers.get("User-Agent", "-"),
+            _quoted(request.headers.get("User-Agent", "-")),
         )
         if self._direct is not None:
             for handler in self._direct:
@@ -73,6 +74,21 @@ class AccessLogger(AbstractAccessLogger):
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes, as printable ASCII: what a client sends cannot forge a
+    field or a line, nor stop the log writer (undecodable bytes arrive as surrogates)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)  # \" \\ \n \u00e9 \udcff: ASCII, one line
+
+
+def _escaped(text: str) -> str:
+    """A request target as printable ASCII (see :func:`_quoted`), unquoted."""
+    if text.isascii() and text.isprintable() and '"' not in text:
+        return text
+    return json.dumps(text)[1:-1]
 
 
 @contextlib.asynccontextmanager

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from streamer.logconfig import FLUSH_INTERVAL, BatchingHandler, FastFormatter, direct_handlers
 
-from .helpers import wait_for
+from .conftest import StartServer
+from .helpers import host_port, read_until, wait_for
 
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) test\.batch: (.*)")
 
@@ -110,3 +114,47 @@ def test_access_lines_reach_every_batching_handler(
     handler.flush()
     second.close()
     assert messages(stream) == messages(second_stream) == ["to both"]
+
+
+def test_a_line_the_stream_cannot_encode_does_not_take_its_batch_with_it(
+    tmp_path: Path,
+) -> None:
+    with open(tmp_path / "ascii.log", "w", encoding="ascii") as stream:
+        handler = BatchingHandler(stream)
+        handler.emit_info("test.batch", "before")
+        handler.emit_info("test.batch", "caf\u00e9 \udcff")  # what a bad header can hold
+        handler.emit_info("test.batch", "after")
+        handler.close()
+    assert (tmp_path / "ascii.log").read_text("ascii").splitlines() == [
+        " INFO test.batch: before",
+        " INFO test.batch: caf\\xe9 \\udcff",
+        " INFO test.batch: after",
+    ]
+
+
+async def test_a_client_cannot_forge_or_stop_access_log_lines(
+    start_server: StartServer,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # what the CLI configures (tests start at WARNING)
+    own_log = tmp_path / "streamer.log"
+    server = await start_server(log_file=own_log)
+    agent = b'caf\xc3\xa9 \xff "quoted" \\ end'  # UTF-8, a byte that is not, a quote
+    request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nUser-Agent: %s\r\n\r\n" % agent
+    reader, writer = await asyncio.open_connection(*host_port(server))
+    writer.write(request)
+    await read_until(reader, b"}\n")
+    writer.close()
+    async with http.get(server + "/healthz", headers={"User-Agent": "polite"}) as response:
+        assert response.status == 200
+
+    def both_logged() -> bool:
+        return '"polite"' in own_log.read_text("utf-8")
+
+    await wait_for(both_logged)
+    lines = [line for line in own_log.read_text("ascii").splitlines() if "/healthz" in line]
+    assert len(lines) == 2
+    assert lines[0].endswith(r'"caf\u00e9 \udcff \"quoted\" \\ end"')
+    assert '"GET /healthz HTTP/1.1" 200 ' in lines[0]
