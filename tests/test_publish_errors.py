@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -16,7 +18,15 @@ from streamer.app import create_app
 from streamer.server import running
 
 from .conftest import StartServer
-from .helpers import make_settings, metric, publish, require
+from .helpers import (
+    host_port,
+    make_settings,
+    metric,
+    publish,
+    read_until,
+    require,
+    split_response,
+)
 from .sse_client import subscribe
 
 
@@ -284,3 +294,18 @@ async def test_compressed_bodies_are_refused_unread(
     async with http.post(server + "/events/t", data=b"[1]", headers=authorized) as response:
         assert response.status == 201
     assert await metric(http, server, "streamer_events_published_total") == 1
+
+
+async def test_a_body_that_never_arrives_is_408_after_send_timeout(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(send_timeout=0.5)
+    reader, writer = await asyncio.open_connection(*host_port(server))
+    writer.write(b"POST /events/t HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly this")
+    # (aiohttp then reads what is left of the body for up to 10 s before it closes)
+    status, headers, body = split_response(await read_until(reader, b"}\n"))
+    writer.close()
+    assert status == "HTTP/1.1 408 Request Timeout"
+    assert headers["Content-Type"] == "application/problem+json"
+    assert json.loads(body)["type"].endswith("/body-timeout")
+    assert await metric(http, server, "streamer_events_published_total") == 0

@@ -7,6 +7,7 @@ gets the preamble and its replay (or a reset) and goes live: see
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -202,7 +203,16 @@ async def publish_event(request: web.Request) -> web.Response:
             f"Event name {event[:80]!r} is invalid or reserved: use 1 to 64 of "
             "A-Z a-z 0-9 _ . : - (not 'reset').",
         )
-    body = await read_body(request, settings.max_body)
+    try:
+        async with asyncio.timeout(settings.send_timeout):  # nginx's client_body_timeout
+            body = await read_body(request, settings.max_body)
+    except TimeoutError:
+        raise Problem(
+            408,
+            "body-timeout",
+            f"The body did not arrive within {settings.send_timeout:g} s.",
+            headers={"Connection": "close"},
+        ) from None
     data = decode_payload(body, request.content_type)
     try:
         published = await request.app[BROKER].publish(topic, data, event)
