@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import re
 from typing import Final
@@ -18,6 +17,7 @@ from aiohttp import web
 
 from .. import sse
 from ..errors import BrokerClosed, Problem
+from .clients import is_loopback
 from .formats import json_line
 from .keys import BROKER, EVENTS_FANOUT, SETTINGS
 from .streams import client_may_leave, last_event_id, start_stream, write_opening
@@ -109,18 +109,6 @@ def authorize_publisher(request: web.Request, token: str | None) -> None:
             "forbidden",
             "No token is configured, so only clients on this machine may publish.",
         )
-
-
-def is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
