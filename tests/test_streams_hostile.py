@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aiohttp
 
+from streamer.server import running
+
 from .conftest import StartServer
-from .helpers import host_port, metric, publish, subscriber_count, wait_for
+from .helpers import host_port, make_settings, metric, publish, subscriber_count, wait_for
 from .sse_client import subscribe
 
 
-@contextmanager
+@contextlib.contextmanager
 def stalled_subscriber(server: str, query: str, *headers: str) -> Iterator[socket.socket]:
     """A subscriber that sends its request and never reads a byte (tiny receive window)."""
     sock = socket.socket()
@@ -96,3 +99,23 @@ async def test_stream_sockets_have_a_small_kernel_send_buffer(
     # 64 KiB transport buffer + 128 KiB kernel send buffer + 4 KiB receive window, and
     # one event in flight: autotuning alone would have let several MB through
     assert sent <= 64 * 1024 + 128 * 1024 + 4096 + 2 * 20_000 + 64 * 1024
+
+
+async def test_shutdown_ends_in_time_with_full_buffers_and_many_topics(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Within --shutdown-timeout (+0.2 s) with 200 streams whose buffers are full and
+    1,000 idle ones on distinct topics: before, full buffers held it 2.3 s (timeout 1 s)."""
+    settings = make_settings(shutdown_timeout=1.0, max_body=200_000, max_buffer=8 << 20)
+    stack = contextlib.ExitStack()
+    async with contextlib.AsyncExitStack() as server_stack:
+        server = await server_stack.enter_async_context(running(settings))
+        stalled = [stack.enter_context(stalled_subscriber(server, "topic=f")) for _ in range(200)]
+        idle = [stack.enter_context(stalled_subscriber(server, f"topic=i{n}")) for n in range(1000)]
+        await wait_for(lambda: _subscribers_are(http, server, len(stalled) + len(idle)), 20)
+        for _ in range(3):  # 300 KB each: past the kernel buffers, into the server's own
+            await publish(http, server, "f", "f" * 100_000)
+        started = time.monotonic()
+    took = time.monotonic() - started
+    stack.close()
+    assert took < settings.shutdown_timeout + 0.2, took

@@ -20,7 +20,13 @@ from ..errors import BrokerClosed, Problem
 from .clients import is_loopback
 from .formats import json_line
 from .keys import BROKER, EVENTS_FANOUT, SETTINGS
-from .streams import client_may_leave, last_event_id, start_stream, write_opening
+from .streams import (
+    client_may_leave,
+    end_at_shutdown,
+    last_event_id,
+    start_stream,
+    write_opening,
+)
 
 TOPIC = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -68,7 +74,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             del resume  # an idle stream keeps this frame alive: hold nothing big in it
             stream.go_live()
             if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
-                await response.write_eof()  # for the life of every idle stream
+                await end_at_shutdown(request, response)  # for the life of every idle stream
     except BrokerClosed:
         raise broker_unavailable() from None
     finally:

@@ -198,14 +198,16 @@ class SseStream:
         return buffered + self._kernel_buffer if buffered else 0
 
     def cut(self, reason: str) -> None:
-        self._drop(reason)
+        """Cut by the server-wide budget, which logs one line for all it cuts."""
+        self._drop(reason, quiet=True)
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, quiet: bool = False) -> None:
         if self.closed.done():
             return
         if reason == "slow":
             self._stats.dropped_slow += 1
-            log.info("dropping slow subscriber (%d unsent bytes)", self.unsent())
+            if not quiet:
+                log.info("dropping slow subscriber (%d unsent bytes)", self.unsent())
         self.stop_counting()
         self._fanout.remove(self)
         self._budget.release(self)
@@ -301,6 +303,20 @@ async def _write_within(response: SseResponse, data: bytes, timeout: float) -> N
         if stream is not None:
             stream.transport.abort()
         raise ConnectionResetError(f"the client read nothing for {timeout:g} s") from None
+
+
+async def end_at_shutdown(request: web.Request, response: SseResponse) -> None:
+    """End the response of a stream that :func:`close_streams` finished: its last chunk
+    goes out, so the client sees a clean end and reconnects. A client that does not read
+    it within half of ``--shutdown-timeout`` is cut instead (it resumes by id, losing
+    nothing), so that 5,000 full buffers cannot hold the shutdown for its whole timeout
+    and then aiohttp's second wait as long again (2.3 s with a 1 s timeout)."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].shutdown_timeout / 2):
+            await response.write_eof()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
 
 
 class client_may_leave:

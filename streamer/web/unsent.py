@@ -17,7 +17,6 @@ that drained since its last write is not held against it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Final, Protocol
 
@@ -28,6 +27,7 @@ log = logging.getLogger("streamer.streams")
 # ~0.75 MB per stalled client); 64 KiB still holds many coalesced writes for a reader
 # that keeps up.
 STREAM_SNDBUF: Final = 64 * 1024
+LOW_WATER: Final = 0.75  # an exhausted budget is cut back to this share of it
 
 
 class Laggard(Protocol):
@@ -47,14 +47,14 @@ class Laggard(Protocol):
 class UnsentBudget:
     """Unsent bytes over every stream of the server, bounded by ``limit``."""
 
-    __slots__ = ("_check", "_laggards", "cuts", "limit", "total")
+    __slots__ = ("_enforcing", "_laggards", "cuts", "limit", "total")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.total = 0
         self.cuts = 0  # streams cut because the budget was exhausted (for /metrics)
         self._laggards: dict[Laggard, None] = {}
-        self._check: asyncio.Handle | None = None
+        self._enforcing = False
 
     def __len__(self) -> int:
         return len(self._laggards)
@@ -65,9 +65,8 @@ class UnsentBudget:
         stream.charged = unsent
         if unsent:
             self._laggards[stream] = None
-            if self.total > self.limit and self._check is None:
-                # after the current fan-out pass, which must not be cut short mid-way
-                self._check = asyncio.get_running_loop().call_soon(self.enforce)
+            if self.total > self.limit:
+                self.enforce()  # now, mid-pass: one fan-out pass can be bigger than the budget
         else:
             self._laggards.pop(stream, None)
 
@@ -77,16 +76,33 @@ class UnsentBudget:
             self.charge(stream, 0)
 
     def enforce(self) -> None:
-        """Refresh every charge; then cut the largest laggards until the total fits."""
-        self._check = None
-        for stream in list(self._laggards):
-            self.charge(stream, stream.unsent())
-        if self.total <= self.limit:
+        """Refresh every charge; then, if still over the limit, cut the largest laggards
+        until the total is down to :data:`LOW_WATER` of it. (Down to the limit only, the
+        next write would be over again: a pass writing 100 KB to 5,000 laggards would
+        then refresh and sort them all once per write.)"""
+        if self._enforcing:  # a cut stream's last words can land here
             return
+        self._enforcing = True
+        try:
+            for stream in list(self._laggards):
+                self._recharge(stream, stream.unsent())
+            if self.total > self.limit:
+                self._cut_largest()
+        finally:
+            self._enforcing = False
+
+    def _recharge(self, stream: Laggard, unsent: int) -> None:
+        self.total += unsent - stream.charged
+        stream.charged = unsent
+        if not unsent:
+            self._laggards.pop(stream, None)
+
+    def _cut_largest(self) -> None:
         over = self.total
+        target = int(self.limit * LOW_WATER)
         cut = 0
         for stream in sorted(self._laggards, key=_charged, reverse=True):
-            if self.total <= self.limit:
+            if self.total <= target:
                 break
             stream.cut("slow")
             self.release(stream)  # in case it did not
