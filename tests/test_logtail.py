@@ -4,12 +4,14 @@ last lines backwards, and line ids."""
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streamer.sources.logtail import (
+    BackwardLines,
     LineSplitter,
     TailEvent,
     last_line_end,
@@ -133,3 +135,35 @@ def test_line_start_at_or_after(log_fd: tuple[int, Path]) -> None:
 )
 def test_parse_line_id(text: str, expected: tuple[int, int] | None) -> None:
     assert parse_line_id(text) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_backward_lines_are_the_live_lines(log_fd: tuple[int, Path], seed: int) -> None:
+    """Read backwards in blocks (lines spanning blocks, longer than ``max_line``, ``\\r\\n``,
+    a partial line at the end), the lines are exactly what the live splitter makes."""
+    fd, path = log_fd
+    rng = random.Random(seed)
+    sizes = [rng.choice([0, 1, 5, 99, 100, 101, 3000, 70_000, 200_000]) for _ in range(60)]
+    body = b"".join(
+        rng.choice([b"a", b"\r", b"\xff"]) * size + rng.choice([b"\n", b"\r\n"]) for size in sizes
+    )
+    path.write_bytes(body + b"partial")
+    splitter = LineSplitter(0, max_line=100)
+    live = splitter.feed(3, body + b"partial")
+    stop = last_line_end(fd, len(body) + 7)
+    assert last_lines(fd, 3, stop, 10_000, max_line=100) == live
+    reader = BackwardLines(fd, 3, stop, max_line=100)
+    backwards: list[TailEvent] = []
+    while (events := reader.next_block()) is not None:
+        assert len(reader._head) <= 102  # a long line costs max_line, not its length
+        backwards += events
+    assert backwards == live[::-1]
+
+
+def test_backward_lines_stop_at_the_scan_budget(log_fd: tuple[int, Path]) -> None:
+    fd, path = log_fd
+    path.write_bytes(b"old line\n" + b"x" * 1000 + b"\nnew\n")
+    assert lines_of(last_lines(fd, 1, 1014, 5)) == ["old line", "x" * 1000, "new"]
+    reader = BackwardLines(fd, 1, 1014, scan=100)  # the long line starts before the budget
+    assert [e.data for e in reader.next_block() or []] == ["new"]
+    assert reader.next_block() is None

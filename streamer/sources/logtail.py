@@ -355,6 +355,86 @@ class SpanReader:
         return not expected or os.pread(self.fd, len(expected), at) == expected
 
 
+class BackwardLines:
+    """The complete lines before ``stop``, newest first, one block per call (blocking).
+
+    For ``?tail=N``: the caller pulls blocks until it has what it wants, each call a short
+    step it can run in a worker thread. Bytes after the last newline before ``stop`` (a
+    partial line, or the rest of a cut one) are not a line yet. Lines longer than
+    ``max_line`` come out cut, as live. At most ``scan`` bytes before ``stop`` are read; a
+    line that starts before that is left out. Memory: one block plus ``max_line`` bytes of a
+    line that spans blocks, however long it is.
+    """
+
+    def __init__(
+        self, fd: int, inode: int, stop: int, max_line: int = MAX_LINE, scan: int = MAX_TAIL_SCAN
+    ) -> None:
+        self.fd = fd
+        self.inode = inode
+        self.max_line = max_line
+        self.low = stop  # bytes from here to ``stop`` have been read
+        self.limit = max(0, stop - scan)  # never read before this
+        self.block = TAIL_BLOCK  # doubles up to READ_CHUNK: a small tail reads little
+        self._skip_partial = True  # still before the last newline before ``stop``
+        self._head = b""  # the first bytes of the line that ends at ``low + _length``
+        self._length = 0  # the whole length of that line, its newline included
+
+    def next_block(self) -> list[TailEvent] | None:
+        """The lines that end in the next block back, newest first; ``None`` when done."""
+        if self.low <= self.limit:
+            return None
+        start = max(self.limit, self.low - self.block)
+        self.block = min(self.block * 2, READ_CHUNK)
+        data = os.pread(self.fd, self.low - start, start)
+        if len(data) < self.low - start:  # truncated under us: these offsets mean nothing now
+            self.low = self.limit
+            return None
+        self.low = start
+        if self._skip_partial:
+            last = data.rfind(b"\n")
+            if last < 0:
+                return []
+            data = data[: last + 1]
+            self._skip_partial = False
+        return self._lines(start, data)
+
+    def _lines(self, start: int, data: bytes) -> list[TailEvent]:
+        events: list[TailEvent] = []
+        first = data.find(b"\n")
+        if first < 0:  # all of it belongs to the line that spans blocks
+            self._join(data)
+        else:
+            last = data.rfind(b"\n")
+            if self._length:  # the line that spans blocks starts after ``last``
+                events.append(self._spanning(start + last + 1, data[last + 1 :]))
+            whole = data[first + 1 : last + 1].split(b"\n")[:-1]
+            position = start + last + 1
+            for line in reversed(whole):
+                position -= len(line) + 1
+                events.append(_whole_line(self.inode, line, position, self.max_line))
+            self._head, self._length = b"", 0
+            self._join(data[: first + 1])
+        if start == 0 and self._length:  # the file's first line
+            events.append(self._spanning(0, b""))
+        return events
+
+    def _join(self, before: bytes) -> None:
+        """``before`` precedes the spanning line's bytes: keep its head, count its length."""
+        self._head = (before + self._head)[: self.max_line + 2]
+        self._length += len(before)
+
+    def _spanning(self, line_start: int, before: bytes) -> TailEvent:
+        """The line that starts at ``line_start`` with ``before`` and ends in ``_head``."""
+        self._join(before)
+        length, head = self._length - 1, self._head  # without its newline
+        self._head, self._length = b"", 0
+        if length <= self.max_line + 1:  # all of it is in the head
+            return _whole_line(self.inode, head[:length], line_start, self.max_line)
+        return TailEvent(
+            "cut", line_id(self.inode, line_start + self.max_line), decode(head[: self.max_line])
+        )
+
+
 def last_lines(
     fd: int,
     inode: int,
@@ -366,40 +446,12 @@ def last_lines(
     """The last ``count`` complete lines before ``stop`` (that contain ``needle``, if given),
     read backwards in blocks, never more than :data:`MAX_TAIL_SCAN` bytes."""
     found: list[TailEvent] = []
-    end = stop  # lines before ``end`` are still to be looked at; a line starts at ``end``
-    while end > 0 and len(found) < count and stop - end < MAX_TAIL_SCAN:
-        start = max(0, end - TAIL_BLOCK)
-        data = os.pread(fd, end - start, start)
-        newline = _first_newline(data)
-        while newline < 0 < start and stop - start < MAX_TAIL_SCAN:  # one very long line
-            start = max(0, start - TAIL_BLOCK)
-            data = os.pread(fd, end - start, start)
-            newline = _first_newline(data)
-        if newline < 0 < start:
-            break  # a line longer than the whole scan budget
-        first = 0 if start == 0 else newline + 1  # the block's first line may be partial
-        base = start + first
-        pieces = data[first:].split(b"\n")[:-1]  # the last piece is empty (or a cut's rest)
-        offsets = []
-        position = base
-        for piece in pieces:
-            offsets.append(position)
-            position += len(piece) + 1
-        for piece, line_start in zip(reversed(pieces), reversed(offsets), strict=True):
-            event = _whole_line(inode, piece, line_start, max_line)
-            if needle is None or needle in event.data.casefold():
-                found.append(event)
-                if len(found) == count:
-                    break
-        end = base
+    reader = BackwardLines(fd, inode, stop, max_line)
+    while len(found) < count and (events := reader.next_block()) is not None:
+        found += [e for e in events if needle is None or needle in e.data.casefold()]
+    del found[count:]
     found.reverse()
     return found
-
-
-def _first_newline(data: bytes) -> int:
-    """Where the block's first (possibly partial) line ends; the newline that ends the
-    block itself does not count."""
-    return data.find(b"\n", 0, max(0, len(data) - 1))
 
 
 def _whole_line(inode: int, line: bytes, start: int, max_line: int) -> TailEvent:
