@@ -11,6 +11,9 @@ The hot path of the whole server. Three decisions keep it cheap:
   subscriber. Under load this turns N events x M subscribers syscalls into
   M syscalls, and it costs nothing when traffic is light (the flush runs on
   the very next iteration).
+* **Bound each pass.** A scheduled delivery writes at most :data:`PASS_BYTES`
+  per iteration and goes on at the next, so a huge pass cannot hold the loop
+  (what a subscriber gets, and in what order, does not change).
 
 Sinks are called synchronously: there is no queue and no coroutine per
 subscriber. A sink must never block; it writes to its transport or drops
@@ -23,9 +26,10 @@ published events, the log hub the frames of log lines, each its own instance.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 
 class Frame(NamedTuple):
@@ -36,6 +40,13 @@ class Frame(NamedTuple):
     topic: str
     data: bytes
 
+
+# What one scheduled pass writes at most before the loop gets to run others. One 100 KB
+# event to 5,000 subscribers that have stopped reading is 500 MB of copies (into the
+# kernel, or into transport buffers): in one pass it held the loop 1.5 s, and a /healthz
+# meanwhile had a p99 of 1.1 s; sliced at 8 MiB 107 ms, at 4 MiB 45 ms, at 2 MiB 31 ms.
+# Small events to 10,000 readers stay one or two iterations.
+PASS_BYTES: Final = 2 << 20
 
 Framing = Callable[[bytes], bytes]
 GroupKey = tuple[frozenset[str] | None, Framing]
@@ -76,6 +87,7 @@ class Fanout:
         self._pending: list[Frame] = []
         self._group_bytes: dict[GroupKey, int] = {}  # written to each group so far
         self._flush_handle: asyncio.Handle | None = None
+        self._writes: deque[list[Any]] = deque()  # the pass under way: [members, data, next]
         self._count = 0
         self.stats = FanoutStats()
         self.closing = False  # set at shutdown: a sink that arrives later is ended at once
@@ -147,13 +159,49 @@ class Fanout:
         self._pending.append(frame)
         self.stats.published += 1
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
 
     def flush(self) -> None:
-        """Deliver every queued event now (also called before a subscriber's snapshot)."""
+        """Deliver everything queued, now, however much it is: before a subscriber's
+        snapshot (so nothing published before it can reach it live) and at shutdown."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        while self._pending or self._writes:
+            self._deliver(None)
+
+    def _flush_soon(self) -> None:
+        """The scheduled delivery: at most :data:`PASS_BYTES` per loop iteration."""
+        self._flush_handle = None
+        self._deliver(PASS_BYTES)
+        if self._pending or self._writes:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _deliver(self, budget: int | None) -> None:
+        """Write the current pass (planned from what is queued, if there is none) until
+        about ``budget`` bytes are written (``None``: all of it)."""
+        writes = self._writes
+        if not writes:
+            self._plan()
+        while writes:
+            write = writes[0]
+            members, data, start = write
+            if budget is None or (len(members) - start) * len(data) <= budget:
+                for sink in members if start == 0 else members[start:]:
+                    sink.send(data)
+                writes.popleft()
+                if budget is not None:
+                    budget -= (len(members) - start) * len(data)
+                continue
+            end = start + max(1, budget // len(data))  # always some progress
+            for sink in members[start:end]:
+                sink.send(data)
+            write[2] = end
+            return
+
+    def _plan(self) -> None:
+        """Turn what is queued into one write per group: the bytes built once, and the
+        members as they are now (a sink may remove itself while we write)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -167,12 +215,11 @@ class Fanout:
                 frames_by_group.setdefault(key, []).append(frame.data)
         stats = self.stats
         group_bytes = self._group_bytes
+        writes = self._writes
         for key, frames in frames_by_group.items():
-            group = self._groups[key]
+            members = tuple(self._groups[key])
             data = key[1](frames[0] if len(frames) == 1 else b"".join(frames))
             group_bytes[key] = group_bytes.get(key, 0) + len(data)
-            members = tuple(group)  # a sink may remove itself while we write
-            for sink in members:
-                sink.send(data)
+            writes.append([members, data, 0])
             stats.delivered += len(members) * len(frames)
             stats.bytes_sent += len(members) * len(data)

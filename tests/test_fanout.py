@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streamer.fanout import Fanout, Frame
+from streamer.fanout import PASS_BYTES, Fanout, Frame
 
 from .helpers import RecordingSink
 
@@ -146,3 +146,37 @@ async def test_removing_a_sink_does_not_scan_the_other_groups() -> None:
     assert fanout.shared_topics(frozenset({"s"})) is topics
     fanout.remove(shared[1])
     assert fanout.shared_topics(frozenset({"s"})) is not topics
+
+
+async def test_a_big_pass_is_spread_over_iterations_in_order() -> None:
+    """100 KB to 100 subscribers is 10 MB: written PASS_BYTES per loop iteration, so others
+    get to run, and each sink still gets every frame once, in order."""
+    fanout = Fanout()
+    sinks = [RecordingSink(frozenset({"a"})) for _ in range(100)]
+    for sink in sinks:
+        fanout.add(sink)
+    big = b"x" * 100_000
+    fanout.publish(Frame("a", big))
+    await asyncio.sleep(0)
+    written = sum(1 for sink in sinks if sink.writes)
+    assert 0 < written <= PASS_BYTES // len(big) + 1
+    fanout.publish(Frame("a", b"<after>"))  # queued behind the pass under way
+    for _ in range(len(sinks)):
+        if all(len(sink.writes) == 2 for sink in sinks):
+            break
+        await asyncio.sleep(0)
+    assert all(sink.writes == [big, b"<after>"] for sink in sinks)
+
+
+async def test_flush_delivers_a_big_pass_at_once() -> None:
+    """Before a subscriber's snapshot, everything queued must be out: no slicing."""
+    fanout = Fanout()
+    sinks = [RecordingSink(frozenset({"a"})) for _ in range(100)]
+    for sink in sinks:
+        fanout.add(sink)
+    fanout.publish(Frame("a", b"y" * 100_000))
+    await asyncio.sleep(0)  # the first slice
+    fanout.publish(Frame("a", b"<more>"))
+    fanout.flush()
+    assert all(sink.writes[-1].endswith(b"<more>") for sink in sinks)
+    assert all(b"".join(sink.writes) == b"y" * 100_000 + b"<more>" for sink in sinks)
