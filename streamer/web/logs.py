@@ -50,6 +50,7 @@ from .streams import (
     SseResponse,
     SseStream,
     client_may_leave,
+    end_at_shutdown,
     last_event_id,
     start_stream,
     write_opening,
@@ -439,7 +440,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
                     await resumption.catch_up(response, hub, feed, needle)
                 stream.go_live()
                 if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
-                    await response.write_eof()  # for the life of every idle stream
+                    await end_at_shutdown(request, response)  # for the life of every idle stream
     except TooManyFilters:  # from entering follow(): nothing was answered yet
         raise _too_many_filters() from None
     finally:
