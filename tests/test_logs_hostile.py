@@ -108,6 +108,25 @@ async def test_big_tails_registering_do_not_delay_live_lines(
             assert time.monotonic() - appended < 2
 
 
+async def test_a_resume_catch_up_to_a_reader_that_stalls_is_cut_after_send_timeout(
+    start_server: StartServer, logs_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    """Catching up from an old offset writes as the client reads; one that reads nothing
+    is cut after --send-timeout (before, it stayed until its backlog overflowed)."""
+    server = await start_server(logs=logs_dir, send_timeout=0.5)
+    log = logs_dir / "big.log"
+    log.write_bytes(long_lines(2_000, 2000))  # 4 MB to catch up on
+    resume = f"Last-Event-ID: {os.stat(log).st_ino}-0"
+    request = f"GET /logs/big.log HTTP/1.1\r\nHost: t\r\n{resume}\r\n\r\n".encode()
+    with stalled_requests(server, [request]):
+
+        async def following(count: int) -> bool:
+            return await log_subscribers(http, server, "big.log") == count
+
+        await wait_for(lambda: following(1))
+        await wait_for(lambda: following(0), timeout=5)
+
+
 async def test_a_tail_is_the_newest_lines_that_fit_in_max_buffer(
     start_server: StartServer, logs_dir: Path, http: aiohttp.ClientSession
 ) -> None:

@@ -54,6 +54,7 @@ from .streams import (
     last_event_id,
     start_stream,
     write_opening,
+    write_within,
 )
 
 log = logging.getLogger("streamer.logs")
@@ -204,9 +205,15 @@ class Resumption:
         self.fingerprint: tuple[int, bytes] = (0, b"")
 
     async def catch_up(
-        self, response: SseResponse, hub: LogHub, feed: Feed, needle: str | None
+        self,
+        response: SseResponse,
+        hub: LogHub,
+        feed: Feed,
+        needle: str | None,
+        send_timeout: float,
     ) -> None:
-        """Write the lines up to :attr:`stop` with flow control. Live events meanwhile wait in
+        """Write the lines up to :attr:`stop` with flow control (a client that reads nothing
+        for ``send_timeout`` seconds is cut). Live events meanwhile wait in
         the stream's backlog (bounded like its buffer). If the file is truncated under the
         catch-up, what is left of it is gone: stop there (the backlog has ``truncated``)."""
         async with hub.starting:  # may skip the rest of a cut line: a read
@@ -223,7 +230,7 @@ class Resumption:
             if events is None:
                 return
             if events:
-                await response.write(_encode(events, needle))
+                await write_within(response, _encode(events, needle), send_timeout)
 
 
 def _resumption(feed: Feed, last_id: str) -> Resumption | str:
@@ -437,7 +444,9 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
             async with hub.follow(str(settings.logs), path, needle) as feed:
                 resumption = await _open(request, response, feed, stream, tail, needle)
                 if resumption is not None:
-                    await resumption.catch_up(response, hub, feed, needle)
+                    await resumption.catch_up(
+                        response, hub, feed, needle, request.app[SETTINGS].send_timeout
+                    )
                 stream.go_live()
                 if await stream.closed == "shutdown":  # inline: a helper coroutine would stay alive
                     await end_at_shutdown(request, response)  # for the life of every idle stream

@@ -281,20 +281,22 @@ async def write_opening(
     settings = request.app[SETTINGS]
     timeout = settings.send_timeout
     await response.prepare(request)
-    await _write_within(response, sse.encode_preamble(settings.retry) + opening, timeout)
+    await write_within(response, sse.encode_preamble(settings.retry) + opening, timeout)
     batch: list[bytes] = []
     size = 0
     for frame in frames:
         batch.append(frame)
         size += len(frame)
         if size >= OPENING_WRITE_SIZE:
-            await _write_within(response, b"".join(batch), timeout)
+            await write_within(response, b"".join(batch), timeout)
             batch, size = [], 0
     if batch:
-        await _write_within(response, b"".join(batch), timeout)
+        await write_within(response, b"".join(batch), timeout)
 
 
-async def _write_within(response: SseResponse, data: bytes, timeout: float) -> None:
+async def write_within(response: SseResponse, data: bytes, timeout: float) -> None:
+    """Write ``data`` through aiohttp (which waits for the client past 64 KiB); a client
+    that reads nothing for ``timeout`` seconds is cut: ``ConnectionResetError``."""
     try:
         async with asyncio.timeout(timeout):
             await response.write(data)
