@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from streamer.server import raise_fd_limit
+from streamer.web.connections import connection_cap
 
 from .conftest import StartServer
 from .helpers import host_port, raw_request, split_response
@@ -166,3 +167,8 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(("fd_limit", "cap"), [(1024, 960), (20_000, 18_000), (100, 36), (10, 1)])
+def test_the_connection_cap_leaves_fds_for_files_and_logs(fd_limit: int, cap: int) -> None:
+    assert connection_cap(fd_limit) == cap
