@@ -169,6 +169,6 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.mark.parametrize(("fd_limit", "cap"), [(1024, 960), (20_000, 18_000), (100, 36), (10, 1)])
+@pytest.mark.parametrize(("fd_limit", "cap"), [(1024, 922), (20_000, 18_000), (100, 36), (10, 1)])
 def test_the_connection_cap_leaves_fds_for_files_and_logs(fd_limit: int, cap: int) -> None:
     assert connection_cap(fd_limit) == cap
