@@ -1,23 +1,47 @@
-"""SHA-256 digests of files, computed in a worker thread once and cached by identity.
+"""SHA-256 digests of files, computed in threads of their own once and cached by identity.
 
 A file's identity is ``(device, inode, size, mtime_ns, ctime_ns)``: any
-write, resize or replacement changes it, so a cached digest is never stale. Concurrent
-requests for the same identity share one computation.
+write, resize or replacement changes it, so a cached digest is never stale.
+
+Hashing is bounded, so that no number of requests for big files can hold
+anything else up:
+
+* It runs in two small pools of its own, never in the default executor that
+  file opens, listings and log reads use (six HEAD requests on big files once
+  took all of its workers: ``/api/files`` timed out and a log line took 82 s).
+  One worker hashes files up to :data:`INLINE_MAX`, whose digest a response
+  waits for (8 ms for 16 MiB at 2 GB/s here); one hashes the bigger ones
+  (a second per 2 GB), so a big file never delays a small file's response.
+* At most :data:`MAX_JOBS` hashes per pool are queued or running. When a pool
+  is full a new one is refused (:class:`HashingBusy`): the response goes
+  without ``Repr-Digest`` rather than waiting.
+* One hash per identity at a time: concurrent requests share it.
+* A hash nobody wants any more stops between two blocks: a big file's hash
+  asked for by ``?hash=sha256`` is cancelled when its last client leaves.
+  Background hashes (for ``Repr-Digest`` of later responses) and small files'
+  hashes run to the end: the cache is what they are for, and a small one
+  costs less to finish than to start again on the next request.
+* :meth:`DigestCache.close` (at app cleanup) stops every hash within one
+  block and does not wait for the threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import hashlib
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Final
 
 Identity = tuple[int, int, int, int, int]
-CHUNK: Final = 1024 * 1024
+CHUNK: Final = 1024 * 1024  # read per step; the stop flags are checked between steps (0.5 ms)
+INLINE_MAX: Final = 16 * 1024 * 1024  # digests of files up to this size are waited for
+MAX_JOBS: Final = 4  # per pool, queued or running
 
 
 def identity(stat: os.stat_result) -> Identity:
@@ -30,19 +54,44 @@ def repr_digest(digest: bytes) -> str:
     return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
 
 
-class FileChanged(Exception):
+class NoDigest(Exception):
+    """No digest now; the caller goes without (or asks the client to retry)."""
+
+
+class FileChanged(NoDigest):
     """The file changed while it was being hashed; its digest means nothing."""
 
 
-class DigestCache:
-    """Bounded LRU of digests, with the computations in flight."""
+class HashingBusy(NoDigest):
+    """Too many hashes are queued already."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
+
+class HashStopped(NoDigest):
+    """The hash was stopped: nobody wanted it any more, or the server is stopping."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """One hash in a pool, and who still wants it."""
+
+    future: asyncio.Future[bytes]
+    stop: threading.Event = field(default_factory=threading.Event)
+    waiters: int = 0
+    for_cache: bool = False  # finish it even when no request waits any more
+
+
+class DigestCache:
+    """Bounded LRU of digests, with the hashes in flight."""
+
+    def __init__(self, max_entries: int = 4096, max_jobs: int = MAX_JOBS) -> None:
         self._digests: OrderedDict[Identity, bytes] = OrderedDict()
-        self._pending: dict[Identity, asyncio.Future[bytes]] = {}
+        self._jobs: dict[Identity, _Job] = {}
         self._max_entries = max_entries
+        self._max_jobs = max_jobs
         self._closing = threading.Event()
-        self._background: set[asyncio.Task[bytes]] = set()
+        self._small = _pool("small")
+        self._big = _pool("big")
+        self._queued = {self._small: 0, self._big: 0}
 
     def cached(self, key: Identity) -> bytes | None:
         digest = self._digests.get(key)
@@ -56,44 +105,76 @@ class DigestCache:
             self._digests.popitem(last=False)
 
     async def digest(self, path: str, key: Identity) -> bytes:
-        """The digest of ``path`` as it is at ``key``; raises :class:`FileChanged` or OSError."""
+        """The digest of ``path`` as it is at ``key``; raises :class:`NoDigest` or OSError.
+
+        A small file's hash, or one already running for the cache, goes on if the
+        caller is cancelled; a big file's is stopped when no caller waits for it."""
         digest = self.cached(key)
         if digest is not None:
             return digest
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._compute(path, key))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(key, None))
-        return await asyncio.shield(pending)
+        job = self._jobs.get(key)
+        if job is None:
+            job = self._start(path, key, for_cache=key[2] <= INLINE_MAX)
+        elif not self._closing.is_set():
+            job.stop.clear()  # wanted again (if its thread has not given up yet, it goes on)
+        job.waiters += 1
+        try:
+            return await asyncio.shield(job.future)
+        finally:
+            job.waiters -= 1
+            if not job.waiters and not job.for_cache:
+                job.stop.set()  # the client left: the thread stops at its next block
 
     def compute_later(self, path: str, key: Identity) -> None:
-        """Start computing in the background (for files too big to wait for)."""
-        if key in self._digests or key in self._pending:
+        """Start hashing for the cache (files too big to wait for); nothing if the pool is
+        full, and then a later request tries again."""
+        job = self._jobs.get(key)
+        if job is not None:
+            job.for_cache = True
+        elif key not in self._digests:
+            with contextlib.suppress(HashingBusy):  # a later request tries again
+                self._start(path, key, for_cache=True)
+
+    def _start(self, path: str, key: Identity, *, for_cache: bool) -> _Job:
+        if self._closing.is_set():
+            raise HashStopped(path)
+        pool = self._small if key[2] <= INLINE_MAX else self._big
+        if self._queued[pool] >= self._max_jobs:
+            raise HashingBusy(path)
+        stop = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(pool, self._hash_file, path, key, stop)
+        job = _Job(future, stop, for_cache=for_cache)
+        self._jobs[key] = job
+        self._queued[pool] += 1
+        future.add_done_callback(lambda done: self._finished(key, job, pool, done))
+        return job
+
+    def _finished(
+        self,
+        key: Identity,
+        job: _Job,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        future: asyncio.Future[bytes],
+    ) -> None:
+        self._queued[pool] -= 1
+        if self._jobs.get(key) is job:
+            del self._jobs[key]
+        if future.cancelled():
             return
-        task = asyncio.ensure_future(self.digest(path, key))
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+        if future.exception() is None:  # retrieved either way: a vanished file is no error
+            self.store(key, future.result())
 
-    def _background_done(self, task: asyncio.Task[bytes]) -> None:
-        self._background.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a vanished or changing file is not an error here
-
-    async def _compute(self, path: str, key: Identity) -> bytes:
-        digest = await asyncio.to_thread(self._hash_file, path, key)
-        self.store(key, digest)
-        return digest
-
-    def _hash_file(self, path: str, key: Identity) -> bytes:
+    def _hash_file(self, path: str, key: Identity, stop: threading.Event) -> bytes:
+        if stop.is_set() or self._closing.is_set():  # left while it was queued
+            raise HashStopped(path)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if identity(os.fstat(fd)) != key:
                 raise FileChanged(path)
             hasher = hashlib.sha256()
             while chunk := os.read(fd, CHUNK):
-                if self._closing.is_set():
-                    raise FileChanged(path)
+                if stop.is_set() or self._closing.is_set():
+                    raise HashStopped(path)
                 hasher.update(chunk)
             if identity(os.fstat(fd)) != key:
                 raise FileChanged(path)
@@ -101,12 +182,20 @@ class DigestCache:
         finally:
             os.close(fd)
 
+    def hashing(self) -> int:
+        """Hashes queued or running (for /metrics and tests)."""
+        return len(self._jobs)
+
     async def close(self) -> None:
-        """Stop hashing (threads notice between chunks) and wait for the tasks to end."""
+        """Stop every hash (threads notice within one block); queued ones never start.
+        Does not wait for the threads: they end on their own a block later."""
         self._closing.set()
-        tasks = list(self._background) + list(self._pending.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        for pool in (self._small, self._big):
+            pool.shutdown(wait=False, cancel_futures=True)
+        for job in list(self._jobs.values()):
+            job.stop.set()
+            job.future.cancel()
+
+
+def _pool(kind: str) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"streamer-hash-{kind}")
