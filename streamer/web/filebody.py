@@ -11,21 +11,33 @@ loop is never held long).
 A file that shrinks while it is being sent cannot deliver the promised
 ``Content-Length``: the connection is closed at once, so the client sees a
 short body and can retry, instead of waiting for bytes that never come.
+
+Flow control: a response starts only once the client has read what went
+before (:func:`.flow.drained`), and a big body is cut when the client has
+taken none of it for ``--send-timeout`` seconds (:func:`_stall_guard`):
+neither ``loop.sendfile`` nor aiohttp's own writes have any limit of their
+own, so a client that stops reading would hold the handler and the open
+file forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import socket
+import struct
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final
 
 from aiohttp import web
 
 from ..ranges import ByteRange
 from .direct import DirectResponse
+from .flow import drained
+from .keys import SETTINGS
 
 SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and sent in one write
 # Most bytes one sendfile(2) may move. asyncio asks for the whole rest of the range in one
@@ -34,6 +46,10 @@ SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and
 SENDFILE_SLICE: Final = 4 * 1024 * 1024
 COPY_CHUNK: Final = 256 * 1024  # where the loop cannot sendfile: read and written this much at once
 Piece = bytes | ByteRange
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at this offset since Linux 4.1.
+_TCP_INFO_LENGTH: Final = 128
+_BYTES_ACKED_AT: Final = 120
+STALL_CHECKS: Final = 4  # progress checks per send_timeout: a stall is cut within 1.25 of it
 
 log = logging.getLogger("streamer.files")
 
@@ -98,6 +114,46 @@ async def _copy_span(response: web.StreamResponse, fd: int, span: ByteRange) -> 
         offset += count
 
 
+def bytes_acked(transport: asyncio.BaseTransport) -> int | None:
+    """How many bytes the client's TCP has acknowledged so far; ``None`` if the system
+    does not say. During ``sendfile(2)`` this is the only sign of progress there is."""
+    sock = transport.get_extra_info("socket")
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+    except (AttributeError, OSError):  # not Linux, not TCP, or closed
+        return None
+    if len(info) < _TCP_INFO_LENGTH:
+        return None
+    acked: int = struct.unpack_from("=Q", info, _BYTES_ACKED_AT)[0]
+    return acked
+
+
+@contextlib.asynccontextmanager
+async def _stall_guard(transport: asyncio.BaseTransport, timeout: float) -> AsyncIterator[None]:
+    """Raise :class:`TimeoutError` in the block once the client has acknowledged nothing for
+    ``timeout`` seconds (nginx's ``send_timeout``, measured the same way: a slow client
+    that keeps reading is never cut). Checked by a timer, not per write: one check every
+    ``timeout / STALL_CHECKS`` seconds whatever the speed."""
+    loop = asyncio.get_running_loop()
+    last = bytes_acked(transport)
+    timer: asyncio.TimerHandle | None = None
+    async with asyncio.timeout(timeout) as deadline:
+
+        def check() -> None:
+            nonlocal last, timer
+            acked = bytes_acked(transport)
+            if acked is None or acked != last:  # progress (or no way to tell: trust it)
+                last = acked
+                deadline.reschedule(loop.time() + timeout)
+            timer = loop.call_later(timeout / STALL_CHECKS, check)
+
+        timer = loop.call_later(timeout / STALL_CHECKS, check)
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+
 async def send_pieces(
     request: web.Request,
     status: int,
@@ -110,33 +166,42 @@ async def send_pieces(
     length = body_length(pieces)
     if length <= SMALL_BODY or isinstance(source, bytes):
         return DirectResponse(status, dict(headers), read_small(source, pieces))
+    if request.method == "HEAD":  # headers only: one write, with flow control
+        return DirectResponse(status, dict(headers), b"", length=length)
+    timeout = request.app[SETTINGS].send_timeout
+    await drained(request, timeout)  # what went before on this connection has been read
+    transport = request.transport
+    assert transport is not None  # drained() raises when it is gone
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    transport = request.transport
     fd = source
     with io.FileIO(fd, "rb", closefd=False) as file:
         try:
-            for piece in pieces:
-                if isinstance(piece, bytes):
-                    await response.write(piece)
-                elif piece.length <= SMALL_BODY:
-                    await response.write(read_range(fd, piece))
-                elif transport is not None:
-                    await _send_span(response, transport, file, piece)
+            async with _stall_guard(transport, timeout):
+                for piece in pieces:
+                    if isinstance(piece, bytes):
+                        await response.write(piece)
+                    elif piece.length <= SMALL_BODY:
+                        await response.write(read_range(fd, piece))
+                    else:
+                        await _send_span(response, transport, file, piece)
+                await response.write_eof()
+        except TimeoutError:
+            log.info(
+                "client read nothing for %g s; closing the connection: %s", timeout, request.path
+            )
+            transport.abort()
+            return response
         except FileShrank:
             log.warning("file shrank during a download; closing the connection: %s", request.path)
             response.force_close()
-            if transport is not None:
-                transport.close()
+            transport.close()
             return response
         except ConnectionError:  # the client went away
             return response
         except RuntimeError:  # asyncio's sendfile on a transport the client just closed
-            if transport is None or not transport.is_closing():
+            if not transport.is_closing():
                 raise
             return response
-    await response.write_eof()
     return response
