@@ -55,6 +55,17 @@ def clean_parts(user_path: str) -> list[str] | None:
     return parts
 
 
+def representable(name: str) -> bool:
+    """Can a URL name this name from ``os.listdir``, and JSON hold it? Not when the bytes on
+    disk are not UTF-8: Python hands them over as lone surrogates (``b"\\xff"`` is
+    ``"\\udcff"``), which UTF-8 cannot encode, and the router decodes ``%FF`` to U+FFFD."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def resolve_inside(root: str, user_path: str) -> str | None:
     """The real path of ``user_path`` under ``root`` (itself a real path), or ``None``.
 

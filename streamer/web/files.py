@@ -22,19 +22,17 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..conditions import Outcome, evaluate_preconditions, http_date, if_range_allows, strong_etag
-from ..digests import DigestCache, FileChanged, identity, repr_digest
+from ..digests import INLINE_MAX, DigestCache, FileChanged, NoDigest, identity, repr_digest
 from ..errors import Problem, not_found
 from ..paths import has_smuggled_separator, open_inside
 from ..ranges import UNSATISFIABLE, ByteRange, parse_range
+from .direct import DirectResponse, sent_directly
 from .filebody import FileShrank, Piece, read_range, send_pieces
 from .keys import DIGESTS, SETTINGS, SIDECAR_INDEX, SMALL_FILES
 from .mediatypes import content_type
 from .sidecars import SIDECARS, SidecarIndex, preferred_codings
 from .smallfiles import CachedFile, SmallFileCache
 
-# Digests of files up to this size are computed before the first response
-# (a few ms); bigger files get theirs in the background and the header once it is known.
-DIGEST_INLINE_MAX: Final = 16 * 1024 * 1024
 SUFFIXES: Final = dict(SIDECARS)
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -63,7 +61,11 @@ class Representation:
 
 
 def content_disposition(name: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266, 8187)."""
+    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266, 8187).
+
+    A name on disk that is not UTF-8 (``bad\\xff.txt`` reaches us as ``bad\\udcff.txt``)
+    has no exact UTF-8 form: its undecodable bytes become U+FFFD."""
+    name = os.fsencode(name).decode("utf-8", "replace")
     fallback = "".join(ch if " " <= ch < "\x7f" and ch not in '"\\' else "_" for ch in name)
     encoded = quote(name, safe="!#$&+-.^_`|~")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
@@ -165,6 +167,7 @@ def check_query(request: web.Request) -> tuple[bool, bool]:
     return download == "1", digest is not None
 
 
+@sent_directly
 async def serve_file(request: web.Request) -> web.StreamResponse:
     root = str(request.app[SETTINGS].media)
     user_path = request.match_info["path"]
@@ -214,7 +217,7 @@ async def _respond(
     mtime = int(rep.stat.st_mtime)
     outcome = evaluate_preconditions(request.headers, rep.etag, mtime)
     if outcome is Outcome.NOT_MODIFIED:
-        return web.Response(status=304, headers=_not_modified_headers(headers))
+        return DirectResponse(304, _not_modified_headers(headers), b"")
     if outcome is Outcome.PRECONDITION_FAILED:
         raise Problem(412, "precondition-failed", "A precondition of the request is not met.")
     size = rep.stat.st_size
@@ -280,12 +283,12 @@ async def _known_digest(request: web.Request, rep: Representation) -> str | None
         digest = hashlib.sha256(rep.body).digest()
         digests.store(key, digest)
         return repr_digest(digest)
-    if rep.stat.st_size > DIGEST_INLINE_MAX:
+    if rep.stat.st_size > INLINE_MAX:
         digests.compute_later(rep.path, key)
         return None
     try:
         return repr_digest(await digests.digest(rep.path, key))
-    except (FileChanged, OSError):
+    except (NoDigest, OSError):  # busy, or changing: this response goes without
         return None
 
 
@@ -295,6 +298,10 @@ async def _hex_digest(request: web.Request, rep: Representation) -> web.Response
         digest = await request.app[DIGESTS].digest(rep.path, identity(rep.stat))
     except (FileChanged, OSError):
         raise Problem(503, "file-changing", "The file changed while hashing; retry.") from None
+    except NoDigest:
+        raise Problem(
+            503, "hashing-busy", "Too many files are being hashed; retry.", headers=_RETRY
+        ) from None
     return web.Response(
         text=digest.hex() + "\n",
         content_type="text/plain",
@@ -313,6 +320,7 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
     await digests.close()
 
 
+@sent_directly
 async def root_folder(request: web.Request) -> web.StreamResponse:
     """``/files`` and ``/files/``: the media root is a folder like any other."""
     raise web.HTTPFound("/api/files")

@@ -8,6 +8,7 @@ things that are neither files nor folders, and precompressed sidecars
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from typing import Any
@@ -16,11 +17,14 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..errors import not_found
-from ..paths import resolve_inside
+from ..paths import representable, resolve_inside
+from .direct import sent_directly
 from .formats import iso_time, json_line
 from .keys import SETTINGS
 from .mediatypes import content_type
 from .sidecars import SIDECARS
+
+log = logging.getLogger("streamer.files")
 
 
 def _entry(root: str, rel: str, name: str) -> dict[str, Any] | None:
@@ -60,6 +64,12 @@ def list_folder(root: str, rel: str) -> list[dict[str, Any]] | None:
         names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
     except OSError:
         return None
+    shown = [name for name in names if representable(name)]
+    if len(shown) < len(names):  # no URL can name them, and JSON cannot hold them
+        log.debug(
+            "listing %r leaves out %d names that are not UTF-8", folder, len(names) - len(shown)
+        )
+        names = shown
     present = set(names)
     entries = []
     for name in names:
@@ -71,7 +81,8 @@ def list_folder(root: str, rel: str) -> list[dict[str, Any]] | None:
     return entries
 
 
-async def list_files(request: web.Request) -> web.Response:
+@sent_directly
+async def list_files(request: web.Request) -> web.StreamResponse:
     rel = request.query.get("dir", "").rstrip("/")
     entries = await asyncio.to_thread(list_folder, str(request.app[SETTINGS].media), rel)
     if entries is None:
