@@ -139,7 +139,7 @@ async def test_removing_a_sink_does_not_scan_the_other_groups() -> None:
     started = time.process_time()
     for sink in sinks:
         fanout.remove(sink)
-    assert time.process_time() - started < 1.0  # quadratic took 10 s: a generous bound
+    assert time.process_time() - started < 3.0  # quadratic took 10.6 s; this ~0.05 s
     assert len(fanout) == 2
     # a topic set stays shared while any group uses it, and is forgotten after the last
     fanout.remove(shared[0])
