@@ -11,9 +11,10 @@ The hot path of the whole server. Three decisions keep it cheap:
   subscriber. Under load this turns N events x M subscribers syscalls into
   M syscalls, and it costs nothing when traffic is light (the flush runs on
   the very next iteration).
-* **Bound each pass.** A scheduled delivery writes at most :data:`PASS_BYTES`
-  per iteration and goes on at the next, so a huge pass cannot hold the loop
-  (what a subscriber gets, and in what order, does not change).
+* **Bound each pass.** A scheduled delivery writes for about
+  :data:`PASS_SECONDS` and goes on at the next iteration, so a huge pass to
+  laggards cannot hold the loop, nor the events of other groups (what a
+  subscriber gets, and in what order, does not change).
 
 Sinks are called synchronously: there is no queue and no coroutine per
 subscriber. A sink must never block; it writes to its transport or drops
@@ -26,6 +27,7 @@ published events, the log hub the frames of log lines, each its own instance.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,12 +43,14 @@ class Frame(NamedTuple):
     data: bytes
 
 
-# What one scheduled pass writes at most before the loop gets to run others. One 100 KB
+# How long one scheduled delivery writes before the loop gets to run others. One 100 KB
 # event to 5,000 subscribers that have stopped reading is 500 MB of copies (into the
 # kernel, or into transport buffers): in one pass it held the loop 1.5 s, and a /healthz
-# meanwhile had a p99 of 1.1 s; sliced at 8 MiB 107 ms, at 4 MiB 45 ms, at 2 MiB 31 ms.
-# Small events to 10,000 readers stay one or two iterations.
-PASS_BYTES: Final = 2 << 20
+# meanwhile had a p99 of 1.1 s. Slices of 2 MiB brought that to 31 ms, but counted the
+# subscribers already cut as if written to, so a pass crawled over 250 iterations; time
+# is what matters. Small events to 10,000 readers are one iteration.
+PASS_SECONDS: Final = 0.005
+CHECK_EVERY: Final = 64  # members written between two looks at the clock
 
 Framing = Callable[[bytes], bytes]
 GroupKey = tuple[frozenset[str] | None, Framing]
@@ -87,7 +91,7 @@ class Fanout:
         self._pending: list[Frame] = []
         self._group_bytes: dict[GroupKey, int] = {}  # written to each group so far
         self._flush_handle: asyncio.Handle | None = None
-        self._writes: deque[list[Any]] = deque()  # the pass under way: [members, data, next]
+        self._writes: deque[list[Any]] = deque()  # unfinished: [group, members, data, next]
         self._count = 0
         self.stats = FanoutStats()
         self.closing = False  # set at shutdown: a sink that arrives later is ended at once
@@ -162,49 +166,47 @@ class Fanout:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
 
     def flush(self) -> None:
-        """Deliver everything queued, now, however much it is: before a subscriber's
-        snapshot (so nothing published before it can reach it live) and at shutdown."""
+        """Deliver everything queued, now, however much it is (at shutdown)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         while self._pending or self._writes:
             self._deliver(None)
 
+    def settle(self) -> None:
+        """Fix who gets what is queued: a sink added after this gets only frames published
+        later. Nothing is written: a subscriber's snapshot needs no more than this, so a
+        big pass under way to laggards does not hold up the one who subscribes (that
+        cost 0.5 s while 5,000 laggards were being written to)."""
+        if self._pending:
+            self._plan()
+
     def _flush_soon(self) -> None:
-        """The scheduled delivery: at most :data:`PASS_BYTES` per loop iteration."""
+        """The scheduled delivery: about :data:`PASS_SECONDS` of writing per iteration."""
         self._flush_handle = None
-        self._deliver(PASS_BYTES)
+        self._deliver(time.perf_counter() + PASS_SECONDS)
         if self._pending or self._writes:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
 
-    def _deliver(self, budget: int | None) -> None:
-        """Write the current pass (planned from what is queued, if there is none) until
-        about ``budget`` bytes are written (``None``: all of it)."""
-        writes = self._writes
-        if not writes:
+    def _deliver(self, deadline: float | None) -> None:
+        """Write what is planned (and plan what is queued) until ``deadline`` (``None``:
+        all of it). A group whose write is left unfinished keeps its later writes behind
+        it (its members get every frame in order); other groups go on, so the events of
+        everyone else do not wait for a huge pass to laggards."""
+        if self._pending:
             self._plan()
-        while writes:
-            write = writes[0]
-            members, data, start = write
-            if budget is None or (len(members) - start) * len(data) <= budget:
-                for sink in members if start == 0 else members[start:]:
-                    sink.send(data)
-                writes.popleft()
-                if budget is not None:
-                    budget -= (len(members) - start) * len(data)
-                continue
-            end = start + max(1, budget // len(data))  # always some progress
-            for sink in members[start:end]:
-                sink.send(data)
-            write[2] = end
-            return
+        unfinished: set[GroupKey] = set()
+        left: deque[list[Any]] = deque()
+        for write in self._writes:
+            if write[0] in unfinished or not _write_until(write, deadline):
+                unfinished.add(write[0])
+                left.append(write)
+        self._writes = left
 
     def _plan(self) -> None:
         """Turn what is queued into one write per group: the bytes built once, and the
         members as they are now (a sink may remove itself while we write)."""
         pending, self._pending = self._pending, []
-        if not pending:
-            return
         frames_by_group: dict[GroupKey, list[bytes]] = {}
         wildcard = self._wildcard
         by_topic = self._by_topic
@@ -220,6 +222,26 @@ class Fanout:
             members = tuple(self._groups[key])
             data = key[1](frames[0] if len(frames) == 1 else b"".join(frames))
             group_bytes[key] = group_bytes.get(key, 0) + len(data)
-            writes.append([members, data, 0])
+            writes.append([key, members, data, 0])
             stats.delivered += len(members) * len(frames)
             stats.bytes_sent += len(members) * len(data)
+
+
+def _write_until(write: list[Any], deadline: float | None) -> bool:
+    """Write ``write`` (``[key, members, data, next member]``) to its members, stopping
+    once ``deadline`` has passed (looked at every :data:`CHECK_EVERY` members); True
+    when every member has it."""
+    _, members, data, start = write
+    if deadline is None or len(members) - start <= CHECK_EVERY:
+        for sink in members[start:] if start else members:
+            sink.send(data)
+        return True
+    clock = time.perf_counter
+    for index in range(start, len(members), CHECK_EVERY):
+        for sink in members[index : index + CHECK_EVERY]:
+            sink.send(data)
+        if clock() > deadline:
+            done = index + CHECK_EVERY
+            write[3] = done
+            return done >= len(members)
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streamer.fanout import PASS_BYTES, Fanout, Frame
+from streamer.fanout import CHECK_EVERY, Fanout, Frame
 
 from .helpers import RecordingSink
 
@@ -148,30 +148,42 @@ async def test_removing_a_sink_does_not_scan_the_other_groups() -> None:
     assert fanout.shared_topics(frozenset({"s"})) is not topics
 
 
+class SlowSink(RecordingSink):
+    """A sink whose writes take time, as copies of 100 KB into full buffers do."""
+
+    def send(self, data: bytes) -> None:
+        time.sleep(0.0005)  # the cost being simulated, not a wait for a condition
+        super().send(data)
+
+
 async def test_a_big_pass_is_spread_over_iterations_in_order() -> None:
-    """100 KB to 100 subscribers is 10 MB: written PASS_BYTES per loop iteration, so others
-    get to run, and each sink still gets every frame once, in order."""
+    """A pass that takes long is written a slice per loop iteration, so others get to run;
+    other groups' frames overtake it, and each sink still gets every frame once, in order."""
     fanout = Fanout()
-    sinks = [RecordingSink(frozenset({"a"})) for _ in range(100)]
-    for sink in sinks:
+    slow = [SlowSink(frozenset({"a"})) for _ in range(4 * CHECK_EVERY)]
+    other = RecordingSink(frozenset({"b"}))
+    for sink in [*slow, other]:
         fanout.add(sink)
-    big = b"x" * 100_000
-    fanout.publish(Frame("a", big))
+    fanout.publish(Frame("a", b"<big>"))
     await asyncio.sleep(0)
-    written = sum(1 for sink in sinks if sink.writes)
-    assert 0 < written <= PASS_BYTES // len(big) + 1
-    fanout.publish(Frame("a", b"<after>"))  # queued behind the pass under way
-    for _ in range(len(sinks)):
-        if all(len(sink.writes) == 2 for sink in sinks):
+    written = sum(1 for sink in slow if sink.writes)
+    assert 0 < written < len(slow)  # 32 ms per 64 members: past the 5 ms of a slice
+    fanout.publish(Frame("a", b"<after>"))  # queued behind the unfinished pass
+    fanout.publish(Frame("b", b"<other>"))  # not behind it
+    await asyncio.sleep(0)
+    assert other.writes == [b"<other>"]
+    assert not all(sink.writes for sink in slow)
+    for _ in range(len(slow)):
+        if all(len(sink.writes) == 2 for sink in slow):
             break
         await asyncio.sleep(0)
-    assert all(sink.writes == [big, b"<after>"] for sink in sinks)
+    assert all(sink.writes == [b"<big>", b"<after>"] for sink in slow)
 
 
 async def test_flush_delivers_a_big_pass_at_once() -> None:
     """Before a subscriber's snapshot, everything queued must be out: no slicing."""
     fanout = Fanout()
-    sinks = [RecordingSink(frozenset({"a"})) for _ in range(100)]
+    sinks = [SlowSink(frozenset({"a"})) for _ in range(2 * CHECK_EVERY)]
     for sink in sinks:
         fanout.add(sink)
     fanout.publish(Frame("a", b"y" * 100_000))
@@ -180,3 +192,20 @@ async def test_flush_delivers_a_big_pass_at_once() -> None:
     fanout.flush()
     assert all(sink.writes[-1].endswith(b"<more>") for sink in sinks)
     assert all(b"".join(sink.writes) == b"y" * 100_000 + b"<more>" for sink in sinks)
+
+
+async def test_settle_fixes_who_gets_what_is_queued_without_writing() -> None:
+    """What a subscriber's snapshot needs: frames queued before it are not its own, and
+    settling them writes nothing (a big pass under way must not hold up a subscribe)."""
+    fanout = Fanout()
+    before = RecordingSink(frozenset({"a"}))
+    fanout.add(before)
+    fanout.publish(Frame("a", b"<queued>"))
+    fanout.settle()
+    assert before.writes == []
+    after = RecordingSink(frozenset({"a"}))
+    fanout.add(after)
+    fanout.publish(Frame("a", b"<later>"))
+    await asyncio.sleep(0)
+    assert before.writes == [b"<queued>", b"<later>"]
+    assert after.writes == [b"<later>"]

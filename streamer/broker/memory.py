@@ -103,7 +103,7 @@ class MemoryBroker:
             raise BrokerClosed("the broker is closed")
         # No await in here: the snapshot and the registration happen at one
         # instant, so no event can fall between replay and live delivery.
-        self.fanout.flush()  # queued events are in history; deliver them to the others first
+        self.fanout.settle()  # queued events are in history: the new sink must not get them
         resume = self._resume(sink.topics, last_event_id)
         self.fanout.add(sink)
         return resume

@@ -355,14 +355,14 @@ async def _register(
     request: web.Request, feed: Feed, stream: SseStream, tail: int
 ) -> tuple[bytes, Resumption | TailStart | None]:
     """Register ``stream`` with the feed at a line boundary, under the feed's lock (after
-    flushing the fan-out, so nothing published before reaches it and nothing after is
+    settling the fan-out, so nothing published before reaches it and nothing after is
     missed). The lock is held for a few system calls: the lines a subscriber must be sent
     first are read after it, from where the tail was. Returns the reset to write first, if
     any, and for a resumed subscriber its catch-up, for ``?tail=`` where the tail was."""
     hub = request.app[LOG_HUB]
     last_id = last_event_id(request)
     async with feed.lock:
-        hub.fanout.flush()
+        hub.fanout.settle()
         tail_state = feed.tail
         found = await _find_resumption(feed, last_id) if last_id is not None else None
         opening = b""
