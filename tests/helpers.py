@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -201,3 +202,19 @@ class RecordingSink:
     def send(self, data: bytes) -> None:
         self.writes.append(data)
         self.arrived.set()
+
+
+TCP_CLOSE = 7  # tcp_info.tcpi_state after a reset
+
+
+def was_reset(writer: asyncio.StreamWriter) -> bool:
+    """Has the server cut this connection? Read from the kernel, without reading the socket
+    (reading would un-stall it): a reset leaves the socket in TCP_CLOSE."""
+    if writer.transport.is_closing():
+        return True
+    sock = writer.get_extra_info("socket")
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return True
+    return bool(state == TCP_CLOSE)

@@ -30,10 +30,10 @@ from .helpers import (
     raw_request,
     split_response,
     wait_for,
+    was_reset,
 )
 
 StartServer = Callable[..., Awaitable[str]]
-TCP_CLOSE = 7  # tcp_info.tcpi_state after a reset
 SMALL = os.urandom(16 * 1024)
 BIG = 4 * 1024**3  # sparse: instant to make, and a real second or two of hashing
 
@@ -51,19 +51,6 @@ def sparse(path: Path, size: int) -> Path:
     with open(path, "wb") as file:
         file.truncate(size)
     return path
-
-
-def was_reset(writer: asyncio.StreamWriter) -> bool:
-    """Has the server cut this connection? Read from the kernel, without reading the socket
-    (reading would un-stall it): a reset leaves the socket in TCP_CLOSE."""
-    if writer.transport.is_closing():
-        return True
-    sock = writer.get_extra_info("socket")
-    try:
-        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
-    except OSError:
-        return True
-    return bool(state == TCP_CLOSE)
 
 
 def is_open(path: Path) -> bool:

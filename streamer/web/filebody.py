@@ -27,8 +27,6 @@ import contextlib
 import io
 import logging
 import os
-import socket
-import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final
 
@@ -36,7 +34,7 @@ from aiohttp import web
 
 from ..ranges import ByteRange
 from .direct import DirectResponse
-from .flow import drained
+from .flow import bytes_acked, drained
 from .keys import SETTINGS
 
 SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and sent in one write
@@ -46,9 +44,6 @@ SMALL_BODY: Final = 64 * 1024  # bodies up to this size are read on the loop and
 SENDFILE_SLICE: Final = 4 * 1024 * 1024
 COPY_CHUNK: Final = 256 * 1024  # where the loop cannot sendfile: read and written this much at once
 Piece = bytes | ByteRange
-# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at this offset since Linux 4.1.
-_TCP_INFO_LENGTH: Final = 128
-_BYTES_ACKED_AT: Final = 120
 STALL_CHECKS: Final = 4  # progress checks per send_timeout: a stall is cut within 1.25 of it
 
 log = logging.getLogger("streamer.files")
@@ -112,20 +107,6 @@ async def _copy_span(response: web.StreamResponse, fd: int, span: ByteRange) -> 
         data = await asyncio.to_thread(read_range, fd, ByteRange(offset, offset + count))
         await response.write(data)
         offset += count
-
-
-def bytes_acked(transport: asyncio.BaseTransport) -> int | None:
-    """How many bytes the client's TCP has acknowledged so far; ``None`` if the system
-    does not say. During ``sendfile(2)`` this is the only sign of progress there is."""
-    sock = transport.get_extra_info("socket")
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
-    except (AttributeError, OSError):  # not Linux, not TCP, or closed
-        return None
-    if len(info) < _TCP_INFO_LENGTH:
-        return None
-    acked: int = struct.unpack_from("=Q", info, _BYTES_ACKED_AT)[0]
-    return acked
 
 
 @contextlib.asynccontextmanager
