@@ -228,6 +228,9 @@ class Checked:
     errors: int = 0  # reconnects that failed
     last_id: str | None = None
     connected: bool = False
+    resumed_from: str | None = None  # the Last-Event-ID of the current connection
+    first_seen: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # the first few, to debug
 
 
 class NormalClient:
@@ -336,7 +339,17 @@ class NormalClient:
             return
         seq = int(match[1])
         checked.received[seq] += 1
+        if checked.received[seq] > 1 and len(checked.duplicates) < 5:
+            first_id, first_from = checked.first_seen.get(seq, (None, None))
+            checked.duplicates.append(
+                {
+                    "seq": seq,
+                    "ids": [first_id, event_id],
+                    "resumed_from": [first_from, checked.resumed_from],
+                }
+            )
         if checked.received[seq] == 1:
+            checked.first_seen[seq] = (event_id, checked.resumed_from)
             sent = float(match[2])
             self.emit({"k": checked.name[0], "t": sent, "ms": (time.monotonic() - sent) * 1000})
 
@@ -355,6 +368,7 @@ class NormalClient:
                 continue
             on_purpose = False
             try:
+                checked.resumed_from = checked.last_id
                 writer.write(sse_request(checked.path, self.port, checked.last_id))
                 buffer = b""
                 head_done = False
@@ -419,6 +433,7 @@ class NormalClient:
                 "cuts": checked.cuts,
                 "resumes": checked.resumes,
                 "reconnect_errors": checked.errors,
+                "duplicate_examples": checked.duplicates,
             }
         return out
 

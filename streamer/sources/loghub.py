@@ -256,6 +256,10 @@ class LogHub:
                         log.exception("cannot read %s", feed.path)
                         return
                     self.polls += 1
+                    if self.feeds.get(feed.path) is not feed:
+                        # closed while it read: a new feed of this file may have started
+                        # after these lines, and their topic is its too (twice, else)
+                        return
                     self.publish(feed, events)
                     if not (more or feed.wanted):
                         return
