@@ -14,7 +14,10 @@ The hot path of the whole server. Three decisions keep it cheap:
 * **Bound each pass.** A scheduled delivery writes for about
   :data:`PASS_SECONDS` and goes on at the next iteration, so a huge pass to
   laggards cannot hold the loop, nor the events of other groups (what a
-  subscriber gets, and in what order, does not change).
+  subscriber gets, and in what order, does not change). While a group's pass
+  is unfinished, what is published for it gathers in one waiting write (up
+  to :data:`CHECK_BYTES`), so a pass spread over many iterations still costs
+  each member one write per pass, not one per iteration.
 
 Sinks are called synchronously: there is no queue and no coroutine per
 subscriber. A sink must never block; it writes to its transport or drops
@@ -31,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 
 class Frame(NamedTuple):
@@ -55,6 +58,22 @@ CHECK_BYTES: Final = 1 << 20  # or fewer, so that about this much is written in 
 
 Framing = Callable[[bytes], bytes]
 GroupKey = tuple[frozenset[str] | None, Framing]
+
+
+class _Write:
+    """One write to a group: its members as they were when it was planned, the frames
+    they get, and how far it got. Until it starts, frames for the same members may join
+    it (:attr:`data` is built when it starts)."""
+
+    __slots__ = ("data", "frames", "key", "members", "next", "size")
+
+    def __init__(self, key: GroupKey, members: tuple[Sink, ...], frames: list[bytes]) -> None:
+        self.key = key
+        self.members = members
+        self.frames = frames
+        self.size = sum(map(len, frames))
+        self.data: bytes | None = None  # framed, once started
+        self.next = 0  # the member to write to next
 
 
 class Sink(Protocol):
@@ -92,7 +111,10 @@ class Fanout:
         self._pending: list[Frame] = []
         self._group_bytes: dict[GroupKey, int] = {}  # written to each group so far
         self._flush_handle: asyncio.Handle | None = None
-        self._writes: deque[list[Any]] = deque()  # unfinished: [group, members, data, next]
+        self._writes: deque[_Write] = deque()  # planned, in order, not finished
+        # per group, its last write if it has not started and its members have not changed
+        # since: what is published for that group joins it instead of making another
+        self._gathering: dict[GroupKey, _Write] = {}
         self._count = 0
         self.stats = FanoutStats()
         self.closing = False  # set at shutdown: a sink that arrives later is ended at once
@@ -132,6 +154,7 @@ class Fanout:
         if sink not in group:
             group[sink] = None
             self._count += 1
+            self._gathering.pop(key, None)  # its members are fixed: the newcomer is not one
 
     def remove(self, sink: Sink) -> None:
         key: GroupKey = (sink.topics, sink.framing)
@@ -144,6 +167,7 @@ class Fanout:
             return
         del self._groups[key]
         self._group_bytes.pop(key, None)
+        self._gathering.pop(key, None)
         if sink.topics is None:
             self._wildcard.discard(key)
             return
@@ -197,16 +221,17 @@ class Fanout:
         if self._pending:
             self._plan()
         unfinished: set[GroupKey] = set()
-        left: deque[list[Any]] = deque()
+        left: deque[_Write] = deque()
         for write in self._writes:
-            if write[0] in unfinished or not _write_until(write, deadline):
-                unfinished.add(write[0])
+            if write.key in unfinished or not self._write_until(write, deadline):
+                unfinished.add(write.key)
                 left.append(write)
         self._writes = left
 
     def _plan(self) -> None:
-        """Turn what is queued into one write per group: the bytes built once, and the
-        members as they are now (a sink may remove itself while we write)."""
+        """Turn what is queued into one write per group with the members as they are now
+        (a sink may remove itself while we write), or add it to the group's write that
+        waits behind an unfinished one."""
         pending, self._pending = self._pending, []
         frames_by_group: dict[GroupKey, list[bytes]] = {}
         wildcard = self._wildcard
@@ -217,34 +242,42 @@ class Fanout:
             for key in wildcard:
                 frames_by_group.setdefault(key, []).append(frame.data)
         stats = self.stats
-        group_bytes = self._group_bytes
-        writes = self._writes
+        gathering = self._gathering
         for key, frames in frames_by_group.items():
-            members = tuple(self._groups[key])
-            data = key[1](frames[0] if len(frames) == 1 else b"".join(frames))
-            group_bytes[key] = group_bytes.get(key, 0) + len(data)
-            writes.append([key, members, data, 0])
-            stats.delivered += len(members) * len(frames)
-            stats.bytes_sent += len(members) * len(data)
+            write = gathering.get(key)
+            if write is not None and write.size < CHECK_BYTES:
+                write.frames += frames
+                write.size += sum(map(len, frames))
+            else:
+                write = gathering[key] = _Write(key, tuple(self._groups[key]), frames)
+                self._writes.append(write)
+            stats.delivered += len(write.members) * len(frames)
 
-
-def _write_until(write: list[Any], deadline: float | None) -> bool:
-    """Write ``write`` (``[key, members, data, next member]``) to its members, stopping
-    once ``deadline`` has passed (looked at every :data:`CHECK_EVERY` members, or every
-    :data:`CHECK_BYTES` of writes when that is fewer: 64 writes of 800 KB are 50 MB); True
-    when every member has it."""
-    _, members, data, start = write
-    every = min(CHECK_EVERY, max(1, CHECK_BYTES // len(data)))
-    if deadline is None or len(members) - start <= every:
-        for sink in members[start:] if start else members:
-            sink.send(data)
+    def _write_until(self, write: _Write, deadline: float | None) -> bool:
+        """Write ``write`` to its members, stopping once ``deadline`` has passed (looked at
+        every :data:`CHECK_EVERY` members, or every :data:`CHECK_BYTES` of writes when that
+        is fewer: 64 writes of 800 KB are 50 MB); True when every member has it."""
+        data = write.data
+        members = write.members
+        if data is None:  # it starts: nothing joins it any more
+            if self._gathering.get(write.key) is write:
+                del self._gathering[write.key]
+            frames = write.frames
+            data = write.data = write.key[1](frames[0] if len(frames) == 1 else b"".join(frames))
+            write.frames = []
+            self._group_bytes[write.key] = self._group_bytes.get(write.key, 0) + len(data)
+            self.stats.bytes_sent += len(members) * len(data)
+        start = write.next
+        every = min(CHECK_EVERY, max(1, CHECK_BYTES // len(data)))
+        if deadline is None or len(members) - start <= every:
+            for sink in members[start:] if start else members:
+                sink.send(data)
+            return True
+        clock = time.perf_counter
+        for index in range(start, len(members), every):
+            for sink in members[index : index + every]:
+                sink.send(data)
+            if clock() > deadline:
+                done = write.next = index + every
+                return done >= len(members)
         return True
-    clock = time.perf_counter
-    for index in range(start, len(members), every):
-        for sink in members[index : index + every]:
-            sink.send(data)
-        if clock() > deadline:
-            done = index + every
-            write[3] = done
-            return done >= len(members)
-    return True

@@ -180,6 +180,32 @@ async def test_a_big_pass_is_spread_over_iterations_in_order() -> None:
     assert all(sink.writes == [b"<big>", b"<after>"] for sink in slow)
 
 
+async def test_what_waits_behind_an_unfinished_pass_is_one_write_per_member() -> None:
+    """Frames published over several iterations while a group's pass is unfinished gather
+    in one waiting write: 10k subscribers cost one write each per pass, not one per
+    iteration (one per iteration cut deliveries to a seventh). A sink added meanwhile
+    starts a new write: it gets only what was published after it came."""
+    fanout = Fanout()
+    slow = [SlowSink(frozenset({"a"})) for _ in range(8 * CHECK_EVERY)]  # 8 slices of 32 ms
+    for sink in slow:
+        fanout.add(sink)
+    fanout.publish(Frame("a", b"<big>"))
+    await asyncio.sleep(0)  # the first slice: unfinished
+    for n in range(3):
+        fanout.publish(Frame("a", b"<w%d>" % n))
+        await asyncio.sleep(0)  # each in its own iteration, the pass still going
+    assert not all(sink.writes for sink in slow)
+    late = RecordingSink(frozenset({"a"}))
+    fanout.add(late)
+    fanout.publish(Frame("a", b"<late>"))
+    fanout.flush()
+    assert all(sink.writes == [b"<big>", b"<w0><w1><w2>", b"<late>"] for sink in slow)
+    assert late.writes == [b"<late>"]
+    assert fanout.stats.delivered == len(slow) * 5 + 1
+    assert fanout.bytes_to_group(late) == len(b"<big><w0><w1><w2><late>")
+    assert fanout._gathering == {} and not fanout._writes
+
+
 async def test_flush_delivers_a_big_pass_at_once() -> None:
     """Before a subscriber's snapshot, everything queued must be out: no slicing."""
     fanout = Fanout()
