@@ -70,6 +70,22 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+async def assert_problem(
+    response: aiohttp.ClientResponse, status: int, kind: str
+) -> dict[str, Any]:
+    """Check a problem+json answer (RFC 9457) and return its body."""
+    assert response.status == status, await response.text()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = await response.json(content_type=None)
+    assert body["status"] == status
+    assert body["type"].endswith("/" + kind)
+    assert body["title"]
+    assert body["detail"]
+    assert response.headers["X-Request-ID"]
+    problem: dict[str, Any] = body
+    return problem
+
+
 def make_settings(**overrides: Any) -> Settings:
     base = Settings(host="127.0.0.1", port=0, media=MEDIA, heartbeat=30.0)
     return dataclasses.replace(base, **overrides)

@@ -203,7 +203,8 @@ async def test_what_waits_behind_an_unfinished_pass_is_one_write_per_member() ->
     assert late.writes == [b"<late>"]
     assert fanout.stats.delivered == len(slow) * 5 + 1
     assert fanout.bytes_to_group(late) == len(b"<big><w0><w1><w2><late>")
-    assert fanout._gathering == {} and not fanout._writes
+    assert fanout._gathering == {}
+    assert not fanout._writes
 
 
 async def test_flush_delivers_a_big_pass_at_once() -> None:

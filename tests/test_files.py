@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from streamer.web import smallfiles
 
-from .helpers import host_port, metric, raw_request, split_response, wait_for
+from .helpers import assert_problem, host_port, metric, raw_request, split_response, wait_for
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every offset recognisable
 NOT_FOUND = {
@@ -295,8 +295,8 @@ async def test_bad_query_values_get_400(
     files: str, http: aiohttp.ClientSession, query: str
 ) -> None:
     async with http.get(f"{files}/files/data.bin?{query}") as response:
-        assert response.status == 400
-        assert response.content_type == "application/problem+json"
+        body = await assert_problem(response, 400, "bad-query")
+    assert body["parameter"] == query.partition("=")[0]
 
 
 async def test_hash_parameter_gives_the_hex_digest(files: str, http: aiohttp.ClientSession) -> None:

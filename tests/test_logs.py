@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +19,7 @@ from streamer.server import running
 from streamer.sse import ParsedEvent, parse_stream
 
 from .helpers import (
+    assert_problem,
     host_port,
     make_settings,
     metric,
@@ -28,43 +29,13 @@ from .helpers import (
     wait_for,
 )
 from .helpers import read_until as read_stream_until
+from .logs_support import append, tail
 from .sse_client import EventStream
-
-
-@pytest.fixture
-def logs_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "logs"
-    folder.mkdir()
-    (folder / "app.log").write_bytes(b"")
-    return folder.resolve()
 
 
 @pytest.fixture
 async def server(logs_dir: Path, start_server: Callable[..., Awaitable[str]]) -> str:
     return await start_server(logs=logs_dir, log_file=logs_dir / "streamer.log")
-
-
-@contextlib.asynccontextmanager
-async def tail(
-    http: aiohttp.ClientSession,
-    server: str,
-    name: str = "app.log",
-    last_event_id: str | None = None,
-    **query: str,
-) -> AsyncIterator[EventStream]:
-    """Open ``/logs/name`` and wait until it is live (``: connected`` comes after that)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
-    async with http.get(f"{server}/logs/{name}", params=query, headers=headers) as response:
-        assert response.status == 200, await response.text()
-        assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
-        stream = EventStream(response)
-        await stream.wait_text(": connected\n\n")
-        yield stream
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as log:
-        log.write(data)
 
 
 def truncate_and_write(path: Path, data: bytes) -> None:
@@ -312,8 +283,8 @@ async def test_names_outside_or_missing_are_404(server: str, logs_dir: Path, pat
 @pytest.mark.parametrize("query", ["tail=-1", "tail=x", "tail=10001", "grep="])
 async def test_bad_query_is_400(server: str, http: aiohttp.ClientSession, query: str) -> None:
     async with http.get(f"{server}/logs/app.log?{query}") as r:
-        assert r.status == 400
-        assert r.content_type == "application/problem+json"
+        body = await assert_problem(r, 400, "bad-query")
+    assert body["parameter"] == query.partition("=")[0]
 
 
 async def test_shutdown_cancels_the_watcher_and_tailers_cleanly(

@@ -9,7 +9,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +19,15 @@ import pytest
 from streamer import sse
 from streamer.sources.loghub import FEW_NEEDLES, MAX_NEEDLES, NeedleSet
 
-from .helpers import host_port, read_until, require, wait_for
-from .sse_client import EventStream
+from .helpers import assert_problem, host_port, read_until, require, wait_for
+from .logs_support import append, tail
 
 StartServer = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-def logs_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "logs"
-    folder.mkdir()
-    (folder / "app.log").write_bytes(b"")
-    return folder.resolve()
-
-
-@pytest.fixture
 async def server(logs_dir: Path, start_server: StartServer) -> str:
     return await start_server(logs=logs_dir, log_file=logs_dir / "streamer.log")
-
-
-@contextlib.asynccontextmanager
-async def tail(
-    http: aiohttp.ClientSession, server: str, name: str = "app.log", **query: str
-) -> AsyncIterator[EventStream]:
-    """Open ``/logs/name`` and wait until it is live (``: connected`` comes after that)."""
-    async with http.get(f"{server}/logs/{name}", params=query) as response:
-        assert response.status == 200, await response.text()
-        stream = EventStream(response)
-        await stream.wait_text(": connected\n\n")
-        yield stream
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as log:
-        log.write(data)
 
 
 async def log_subscribers(http: aiohttp.ClientSession, server: str, name: str) -> int:
@@ -264,10 +239,7 @@ async def test_huge_or_repeated_parameters_are_400(
     server: str, http: aiohttp.ClientSession, query: str
 ) -> None:
     async with http.get(f"{server}/logs/app.log?{query}") as r:
-        assert r.status == 400
-        assert r.content_type == "application/problem+json"
-        body = await r.json()
-    assert body["status"] == 400
+        body = await assert_problem(r, 400, "bad-query")
     assert body["parameter"] == query.partition("=")[0]
 
 

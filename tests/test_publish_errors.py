@@ -8,7 +8,6 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +18,7 @@ from streamer.server import running
 
 from .conftest import StartServer
 from .helpers import (
+    assert_problem,
     host_port,
     make_settings,
     metric,
@@ -28,21 +28,6 @@ from .helpers import (
     split_response,
 )
 from .sse_client import subscribe
-
-
-async def assert_problem(
-    response: aiohttp.ClientResponse, status: int, kind: str
-) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.headers["Content-Type"] == "application/problem+json"
-    body = await response.json(content_type=None)
-    assert body["status"] == status
-    assert body["type"].endswith("/" + kind)
-    assert body["title"]
-    assert body["detail"]
-    assert response.headers["X-Request-ID"]
-    problem: dict[str, Any] = body
-    return problem
 
 
 @pytest.mark.parametrize(
