@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 
 import aiohttp
 
+from streamer.app import create_app
 from streamer.server import running
+from streamer.web.keys import FANOUTS
+from streamer.web.streams import HOLD_ABOVE, SseStream
 
 from .conftest import StartServer
 from .helpers import host_port, make_settings, metric, publish, subscriber_count, wait_for
@@ -119,3 +124,61 @@ async def test_shutdown_ends_in_time_with_full_buffers_and_many_topics(
     took = time.monotonic() - started
     stack.close()
     assert took < settings.shutdown_timeout + 0.2, took
+
+
+def lagging_reader(server: str, topic: str) -> socket.socket:
+    """An HTTP/1.0 subscriber (the body unframed) that has not started reading yet."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(host_port(server))
+    sock.sendall(f"GET /events?topic={topic} HTTP/1.0\r\n\r\n".encode())
+    return sock
+
+
+def read_through(sock: socket.socket, last_id: str) -> bytes:
+    """Read until the event with ``last_id`` has arrived whole (blocking, 20 s at most)."""
+    sock.settimeout(20)
+    data = b""
+    marker = f"\nid: {last_id}\n".encode()
+    while marker not in b"\n" + data or not data.endswith(b"\n\n"):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the server closed the stream"
+        data += chunk
+    return data
+
+
+async def test_a_stream_that_falls_behind_is_held_then_gets_everything_in_order(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Past HOLD_ABOVE in its transport, what a lagging stream is sent waits as the
+    fan-out's own bytes (shared by its group, not copied into one growing bytearray per
+    stream); once the client reads, it gets every event, in order, and the stream writes
+    directly again."""
+    settings = make_settings(max_buffer=16 << 20, max_body=200_000)
+    app = create_app(settings)
+    async with running(settings, app) as server:
+        socks = [lagging_reader(server, "h") for _ in range(2)]
+        try:
+            await wait_for(lambda: _subscribers_are(http, server, 2))
+            ids = [
+                await publish(http, server, "h", json.dumps(f"{n:03d}" + "h" * 50_000))
+                for n in range(40)
+            ]
+            streams = [s for f in app[FANOUTS] for s in f.sinks() if isinstance(s, SseStream)]
+            assert len(streams) == 2
+            for stream in streams:  # the transport holds at most one event past the mark
+                assert stream.transport.get_write_buffer_size() <= HOLD_ABOVE + 51_000
+                assert stream.unsent() > 1_500_000  # the rest is held
+            first, second = (list(s._held or ()) for s in streams)
+            assert first
+            assert all(a is b for a, b in zip(first, second, strict=True))
+            for sock in socks:
+                data = await asyncio.to_thread(read_through, sock, ids[-1])
+                assert re.findall(rb"^id: (\S+)$", data, re.MULTILINE) == [i.encode() for i in ids]
+            await wait_for(lambda: all(s._held is None for s in streams))
+            more = await publish(http, server, "h", json.dumps("after"))
+            for sock in socks:
+                assert b'data: "after"' in await asyncio.to_thread(read_through, sock, more)
+        finally:
+            for sock in socks:
+                sock.close()
