@@ -12,9 +12,9 @@ run pinned to CPU 0; this script (writer and readers) on CPU 1.
   writer can, read by 1 and then by 100 subscribers; lines/s per subscriber
   from the first write to the last line received, lost/duplicated lines
   (subscriber 0 checks every line, the others count them), the server's
-  RSS before and after, and its CPU time (``/proc/PID/stat`` utime + stime
-  from the first write to the last line received) per line delivered (one
-  line to one subscriber).
+  RSS before and after (and its peak so far, ``VmHWM``), and its CPU time
+  (``/proc/PID/stat`` utime + stime from the first write to the last line
+  received) per line delivered (one line to one subscriber).
 
 Servers (``--servers``, run one after the other): ``streamer``; ``streamer-before``,
 the same command run in an older checkout (``--before DIR``, e.g. a
@@ -55,6 +55,7 @@ from variants import (  # bench/ is on sys.path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+STARTED = time.strftime("%Y%m%d-%H%M%S")  # names this run's files in RESULTS
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 LISTENING = re.compile(r"listening on (http://[^\s)]+)")
@@ -63,6 +64,7 @@ DRAINS: set[asyncio.Task[None]] = set()  # keeps the server-output readers alive
 SERVERS = ["streamer", "streamer-before", *LOOP_VARIANTS]
 CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
 COMMANDS: dict[str, list[str]] = {}  # what each server ran, for the JSON
+MAX_BUFFER = 128 << 20  # per subscriber: more than all 1,000,000 lines, so none is cut
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,9 +76,10 @@ def pin(cpu: int) -> Any:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def rss(pid: int) -> int:
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """The server's resident memory now (``VmHWM``: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -89,7 +92,11 @@ def percentile(values: list[float], pct: float) -> float:
 async def start_server(name: str, logs: Path) -> tuple[asyncio.subprocess.Process, str]:
     command = [
         PYTHON, "-m", "streamer", "serve", "--port", "0", "--logs", str(logs),
-        "--log-level", "info", "--max-buffer", str(64 << 20),
+        "--log-level", "info", "--max-buffer", str(MAX_BUFFER),
+        # room for every subscriber's --max-buffer: the 1,000,000 lines arrive in 0.2 s
+        # and 100 readers lag by MBs each; at the default budget (1 GiB here) the ones
+        # lagging most are cut, as they should be, and this client does not resume
+        "--max-unsent", str(100 * MAX_BUFFER),
         *LOOP_VARIANTS.get(name, []),
     ]  # fmt: skip
     if name == "streamer-before":
@@ -108,13 +115,17 @@ async def start_server(name: str, logs: Path) -> tuple[asyncio.subprocess.Proces
             raise RuntimeError(f"{name} did not start")
         match = LISTENING.search(line.decode())
         if match:
-            DRAINS.add(asyncio.create_task(_drain(process.stdout)))
+            RESULTS.mkdir(exist_ok=True)
+            log = RESULTS / f"logtail-{STARTED}-{name}.log"
+            DRAINS.add(asyncio.create_task(_drain(process.stdout, log)))
             return process, match[1]
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
+async def _drain(stream: asyncio.StreamReader, log: Path) -> None:
+    """Keep the server's output (its log, to see why a stream ended) beside the results."""
+    with log.open("ab") as out:
+        while chunk := await stream.read(65536):
+            out.write(chunk)
 
 
 async def open_tail(url: str, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -266,6 +277,7 @@ async def throughput(
         "out_of_order": results[0]["out_of_order"],
         "rss_before_mb": round(rss_before / 2**20, 1),
         "rss_after_mb": round(rss(pid) / 2**20, 1),
+        "rss_peak_mb": round(rss(pid, "VmHWM") / 2**20, 1),
         "server_cpu_s": round(cpu, 3),
         "cpu_us_per_delivery": round(1e6 * cpu / max(1, delivered), 3),
     }
@@ -336,7 +348,7 @@ async def main() -> None:
               f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
               f"{t['p50_ms']:.2f} / {t['p99_ms']:.2f} / {t['max_ms']:.2f} |")  # fmt: skip
     print("\n| server | subscribers | lines | lines/s per subscriber | deliveries/s | complete "
-          "| out of order | RSS before -> after MB | srv CPU s "
+          "| out of order | RSS before -> after (peak) MB | srv CPU s "
           "| CPU µs/line delivered |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|---:|---|---:|---:|")
     for name, run in runs.items():
@@ -344,7 +356,8 @@ async def main() -> None:
             print(f"| {name} | {r['subscribers']} | {r['lines']:,} | "
                   f"{r['lines_per_s_per_subscriber']:,} | {r['deliveries_per_s']:,} | "
                   f"{r['complete']} | {r['out_of_order']} | "
-                  f"{r['rss_before_mb']} -> {r['rss_after_mb']} | {r['server_cpu_s']:.2f} | "
+                  f"{r['rss_before_mb']} -> {r['rss_after_mb']} ({r['rss_peak_mb']}) | "
+                  f"{r['server_cpu_s']:.2f} | "
                   f"{r['cpu_us_per_delivery']:.3f} |")  # fmt: skip
     ours = runs.get("streamer")
     lines = []
@@ -366,7 +379,7 @@ async def main() -> None:
     if lines:
         print("", *lines, sep="\n")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"logtail-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS / f"logtail-{STARTED}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"\nraw results: {out.relative_to(ROOT)}")
 
