@@ -18,9 +18,11 @@ anything else up:
 * One hash per identity at a time: concurrent requests share it.
 * A hash nobody wants any more stops between two blocks: a big file's hash
   asked for by ``?hash=sha256`` is cancelled when its last client leaves.
-  Background hashes (for ``Repr-Digest`` of later responses) and small files'
-  hashes run to the end: the cache is what they are for, and a small one
-  costs less to finish than to start again on the next request.
+  A big file's hash for ``Repr-Digest`` of later responses runs while a
+  download of that file does (never for a HEAD): it stops if every such
+  download was cut short, and finishes once one was sent whole. Small
+  files' hashes run to the end: one costs less to finish than to start
+  again on the next request.
 * :meth:`DigestCache.close` (at app cleanup) stops every hash within one
   block and does not wait for the threads.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import contextlib
 import hashlib
 import os
 import threading
@@ -125,15 +126,33 @@ class DigestCache:
             if not job.waiters and not job.for_cache:
                 job.stop.set()  # the client left: the thread stops at its next block
 
-    def compute_later(self, path: str, key: Identity) -> None:
-        """Start hashing for the cache (files too big to wait for); nothing if the pool is
-        full, and then a later request tries again."""
+    def hash_during(self, path: str, key: Identity) -> _Job | None:
+        """Start (or join) hashing a big file for the cache while a download of it goes on;
+        hand the result to :meth:`download_ended`. ``None``: nothing to do (cached), or the
+        pool is full (a later download tries again). A HEAD, or a download the client
+        leaves at once, must not make the server read a whole big file for nobody."""
+        if key in self._digests:
+            return None
         job = self._jobs.get(key)
-        if job is not None:
+        if job is None:
+            try:
+                job = self._start(path, key, for_cache=False)
+            except HashingBusy:
+                return None
+        elif not self._closing.is_set():
+            job.stop.clear()
+        job.waiters += 1
+        return job
+
+    def download_ended(self, job: _Job, whole: bool) -> None:
+        """The download that :meth:`hash_during` started with has ended. Sent ``whole``:
+        the hash finishes (the server has read the file for a client anyway). Cut short,
+        and nobody else waits for it: it stops at its next block."""
+        job.waiters -= 1
+        if whole:
             job.for_cache = True
-        elif key not in self._digests:
-            with contextlib.suppress(HashingBusy):  # a later request tries again
-                self._start(path, key, for_cache=True)
+        elif not job.waiters and not job.for_cache:
+            job.stop.set()
 
     def _start(self, path: str, key: Identity, *, for_cache: bool) -> _Job:
         if self._closing.is_set():

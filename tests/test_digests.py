@@ -55,10 +55,10 @@ async def test_concurrent_requests_share_one_hash(cache: DigestCache, tmp_path: 
 async def test_a_full_pool_refuses_instead_of_queueing(cache: DigestCache, tmp_path: Path) -> None:
     paths = [sparse(tmp_path / f"huge{n}.iso", HUGE) for n in range(MAX_JOBS + 1)]
     for path in paths[:MAX_JOBS]:
-        cache.compute_later(str(path), identity(os.stat(path)))
+        assert cache.hash_during(str(path), identity(os.stat(path))) is not None
     assert cache.hashing() == MAX_JOBS
     extra = paths[MAX_JOBS]
-    cache.compute_later(str(extra), identity(os.stat(extra)))  # quietly not started
+    assert cache.hash_during(str(extra), identity(os.stat(extra))) is None  # not started
     assert cache.hashing() == MAX_JOBS
     with pytest.raises(HashingBusy):
         await cache.digest(str(extra), identity(os.stat(extra)))
@@ -80,16 +80,34 @@ async def test_a_big_hash_nobody_waits_for_stops(cache: DigestCache, tmp_path: P
     await wait_for(lambda: cache.hashing() == 0, 2)
 
 
-async def test_a_background_hash_goes_on_when_a_waiter_leaves(
+async def test_a_hash_for_a_download_sent_whole_finishes_for_the_cache(
     cache: DigestCache, tmp_path: Path
 ) -> None:
     path = sparse(tmp_path / "big.iso", 512 * 1024**2)
     key = identity(os.stat(path))
-    cache.compute_later(str(path), key)
-    waiting = asyncio.ensure_future(cache.digest(str(path), key))
+    job = cache.hash_during(str(path), key)
+    assert job is not None
+    waiting = asyncio.ensure_future(cache.digest(str(path), key))  # joins it
     await asyncio.sleep(0)
-    waiting.cancel()
+    waiting.cancel()  # a ?hash= client leaves: the download still wants it
+    cache.download_ended(job, whole=True)
     await wait_for(lambda: cache.cached(key) is not None, 10)  # finished for the cache
+
+
+async def test_a_hash_for_a_download_cut_short_stops(cache: DigestCache, tmp_path: Path) -> None:
+    """A client that asks for a big file and leaves at once must not cost the server a
+    read of the whole file; another download still under way keeps it going."""
+    path = sparse(tmp_path / "huge.iso", HUGE)
+    key = identity(os.stat(path))
+    first, second = cache.hash_during(str(path), key), cache.hash_during(str(path), key)
+    assert first is not None
+    assert second is first
+    assert cache.hashing() == 1
+    cache.download_ended(first, whole=False)
+    assert not first.stop.is_set()  # the second download still goes on
+    cache.download_ended(second, whole=False)
+    await wait_for(lambda: cache.hashing() == 0, 2)
+    assert cache.cached(key) is None
 
 
 async def test_a_file_that_changes_while_hashed_gives_no_digest(
@@ -108,7 +126,7 @@ async def test_close_stops_hashing_at_once(tmp_path: Path) -> None:
     cache = DigestCache()
     paths = [sparse(tmp_path / f"huge{n}.iso", HUGE) for n in range(3)]
     for path in paths:
-        cache.compute_later(str(path), identity(os.stat(path)))
+        assert cache.hash_during(str(path), identity(os.stat(path))) is not None
     await wait_for(lambda: cache.hashing() == 3)
     started = time.monotonic()
     await cache.close()

@@ -6,7 +6,9 @@ Every promise is checked on a real server over real sockets, bounded in time."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -190,22 +192,51 @@ async def served(media: Path) -> AsyncIterator[tuple[str, web.Application]]:
         yield url, app
 
 
-async def test_hashing_big_files_never_holds_up_listings_and_small_files(
+@contextlib.asynccontextmanager
+async def downloads_under_way(server: str, names: list[str]) -> AsyncIterator[None]:
+    """A GET of each file whose client reads nothing yet: the downloads stay under way."""
+    writers = []
+    try:
+        for name in names:
+            _, writer = await asyncio.open_connection(*host_port(server))
+            writer.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+            )
+            writer.write(f"GET /files/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writers.append(writer)
+        yield
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+async def test_a_head_of_a_big_file_starts_no_hash(
     media: Path, http: aiohttp.ClientSession
 ) -> None:
-    for index in range(8):
+    """Six HEADs of big files once took every worker of the default pool for minutes: a
+    request that sends no body must not make the server read a whole file."""
+    for index in range(6):
         sparse(media / f"big{index}.iso", BIG)
     async with served(media) as (server, app):
-        for index in range(8):  # HEAD starts each file's background hash
+        for index in range(6):
             async with http.head(f"{server}/files/big{index}.iso") as response:
                 assert response.status == 200
                 assert "Repr-Digest" not in response.headers
+        assert app[DIGESTS].hashing() == 0
+
+
+async def test_hashing_big_files_never_holds_up_listings_and_small_files(
+    media: Path, http: aiohttp.ClientSession
+) -> None:
+    names = [sparse(media / f"big{index}.iso", BIG).name for index in range(8)]
+    async with served(media) as (server, app), downloads_under_way(server, names):
+        await wait_for(lambda: app[DIGESTS].hashing() == MAX_JOBS)  # the others go without
         asked = [
             asyncio.ensure_future(http.get(f"{server}/files/big{index}.iso?hash=sha256"))
             for index in range(2)
         ]
         try:
-            assert app[DIGESTS].hashing() == MAX_JOBS  # bounded: the other files go without
+            assert app[DIGESTS].hashing() == MAX_JOBS  # bounded
             for _ in range(5):
                 assert await timed_get(http, f"{server}/api/files") < 0.5
                 assert await timed_get(http, f"{server}/files/small.bin") < 0.5
@@ -217,11 +248,9 @@ async def test_hashing_big_files_never_holds_up_listings_and_small_files(
             await asyncio.gather(*asked, return_exceptions=True)
 
 
-async def test_shutdown_does_not_wait_for_a_hash(media: Path, http: aiohttp.ClientSession) -> None:
+async def test_shutdown_does_not_wait_for_a_hash(media: Path) -> None:
     sparse(media / "huge.iso", 16 * 1024**3)  # eight seconds of hashing
-    async with served(media) as (server, app):
-        async with http.head(f"{server}/files/huge.iso") as response:
-            assert response.status == 200
+    async with served(media) as (server, app), downloads_under_way(server, ["huge.iso"]):
         await wait_for(lambda: app[DIGESTS].hashing() == 1)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 1
@@ -236,14 +265,30 @@ async def test_shutdown_does_not_wait_for_a_hash(media: Path, http: aiohttp.Clie
     )
 
 
-async def test_a_big_hash_stops_when_its_client_leaves(media: Path) -> None:
+@pytest.mark.parametrize("query", ["?hash=sha256", ""])
+async def test_a_big_hash_stops_when_its_client_leaves(media: Path, query: str) -> None:
+    """``?hash=`` waits for it; a plain GET has it hashed while the body goes out: either
+    way, a client that leaves takes the hash with it."""
     sparse(media / "huge.iso", 16 * 1024**3)
     async with served(media) as (server, app):
-        _, writer = await asyncio.open_connection(*host_port(server))
-        writer.write(b"GET /files/huge.iso?hash=sha256 HTTP/1.1\r\nHost: x\r\n\r\n")
-        await wait_for(lambda: app[DIGESTS].hashing() == 1)
-        writer.close()
+        async with downloads_under_way(server, ["huge.iso" + query]):
+            await wait_for(lambda: app[DIGESTS].hashing() == 1)
         await wait_for(lambda: app[DIGESTS].hashing() == 0, 2)  # not eight seconds later
+
+
+async def test_a_big_file_sent_whole_gets_its_digest_for_later_responses(
+    media: Path, http: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(17 * 1024**2)  # past INLINE_MAX: hashed while it is downloaded
+    (media / "big.bin").write_bytes(data)
+    async with served(media) as (server, app):
+        async with http.get(f"{server}/files/big.bin") as response:
+            assert "Repr-Digest" not in response.headers
+            assert await response.read() == data
+        await wait_for(lambda: app[DIGESTS].hashing() == 0, 5)
+        async with http.head(f"{server}/files/big.bin") as response:
+            digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            assert response.headers["Repr-Digest"] == f"sha-256=:{digest}:"
 
 
 # --- names that are not UTF-8 ------------------------------------------------------------

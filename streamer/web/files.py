@@ -239,6 +239,8 @@ async def _respond(
         digest = await _known_digest(request, rep)
         if digest is not None:
             headers["Repr-Digest"] = digest
+        elif request.method == "GET" and size > INLINE_MAX:
+            return await _send_while_hashing(request, headers, rep)
         return await send_pieces(request, 200, headers, rep.source, [ByteRange(0, size)])
     assert isinstance(ranges, list)
     if len(ranges) == 1:
@@ -283,13 +285,34 @@ async def _known_digest(request: web.Request, rep: Representation) -> str | None
         digest = hashlib.sha256(rep.body).digest()
         digests.store(key, digest)
         return repr_digest(digest)
-    if rep.stat.st_size > INLINE_MAX:
-        digests.compute_later(rep.path, key)
+    if rep.stat.st_size > INLINE_MAX:  # hashed while it is downloaded: _send_while_hashing
         return None
     try:
         return repr_digest(await digests.digest(rep.path, key))
     except (NoDigest, OSError):  # busy, or changing: this response goes without
         return None
+
+
+async def _send_while_hashing(
+    request: web.Request, headers: dict[str, str], rep: Representation
+) -> web.StreamResponse:
+    """Send a big file whole while it is hashed for the ``Repr-Digest`` of later responses;
+    the hash stops if the client leaves before the body is out (see ``digests``)."""
+    digests = request.app[DIGESTS]
+    job = digests.hash_during(rep.path, identity(rep.stat))
+    pieces = [ByteRange(0, rep.stat.st_size)]
+    if job is None:
+        return await send_pieces(request, 200, headers, rep.source, pieces)
+    whole = False
+
+    def sent_whole() -> None:
+        nonlocal whole
+        whole = True
+
+    try:
+        return await send_pieces(request, 200, headers, rep.source, pieces, sent_whole)
+    finally:
+        digests.download_ended(job, whole)
 
 
 async def _hex_digest(request: web.Request, rep: Representation) -> web.Response:
