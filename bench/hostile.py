@@ -41,9 +41,9 @@ Shapes (``--shapes``, comma-separated):
    are on that same log.
 4. ``fanout-laggards``: 5,000 subscribers that never read (raw sockets), then
    20 events of 100 KB.
-5. ``hash-heads``: six concurrent ``HEAD`` of fresh sparse 1 GiB files (the
-   server hashes them for ``Repr-Digest`` in the background), 2 rounds (1 with
-   ``--quick``).
+5. ``hash-heads``: six concurrent ``HEAD`` of fresh sparse 1 GiB files, then
+   six ``GET`` of them left after 0.2 s (the old server hashed them all for
+   ``Repr-Digest`` in the background), 2 rounds (1 with ``--quick``).
 6. ``slowloris``: the server started with RLIMIT_NOFILE 1024 soft / 1200 hard;
    1,100 connections send half a request head, then one byte a second, for
    longer than ``--header-timeout``.
@@ -864,7 +864,19 @@ async def hash_heads(ctx: Ctx) -> None:
                 results[type(exc).__name__] += 1
             latencies.append(time.monotonic() - start)
 
+        async def get_and_leave(name: str) -> None:
+            try:
+                _, writer = await asyncio.open_connection(HOST, ctx.port)
+            except OSError as exc:
+                results[f"GET {type(exc).__name__}"] += 1
+                return
+            writer.write(f"GET /files/{name} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            await asyncio.sleep(0.2)  # the download has begun, and with it a hash
+            writer.close()
+            results["GET left"] += 1
+
         await asyncio.gather(*(head(name) for name in names))
+        await asyncio.gather(*(get_and_leave(name) for name in names))
         await asyncio.sleep(max(0.0, (end - time.monotonic()) / (ctx.plan.hash_rounds - rounds)))
     ctx.notes["HEAD answers"] = dict(results)
     ctx.notes["slowest HEAD s"] = round(max(latencies), 3)
