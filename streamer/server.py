@@ -19,6 +19,7 @@ import json
 import logging
 import resource
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -206,3 +207,5 @@ async def serve(settings: Settings) -> None:
         log.info("streamer listening on %s (media %s, %s loop)", url, settings.media, kind)
         await stop.wait()
         log.info("shutting down")
+        stopping = time.monotonic()
+    log.info("stopped in %.2f s", time.monotonic() - stopping)
