@@ -137,7 +137,7 @@ class DigestCache:
         if job is None:
             try:
                 job = self._start(path, key, for_cache=False)
-            except HashingBusy:
+            except (HashingBusy, HashStopped):  # full, or the server is stopping
                 return None
         elif not self._closing.is_set():
             job.stop.clear()
