@@ -3,10 +3,14 @@
 An access-log line per request written with one ``write(2)`` each costs a
 system call per request and, with the standard formatter's ``strftime``,
 about a sixth of a small-file request's time. Here lines are collected and
-written together: at once for warnings and errors, otherwise when 64 KiB
-have gathered or at the latest :data:`FLUSH_INTERVAL` seconds after the
-first waiting line (a background thread, so a busy event loop cannot
-delay it). Everything left is written when the process exits.
+written together by a background thread: at once for warnings and errors
+and when 64 KiB have gathered, otherwise at the latest
+:data:`FLUSH_INTERVAL` seconds after the first waiting line. Everything left
+is written when the process exits.
+
+Whoever logs never waits for the output: a stderr pipe nobody reads (or a
+full disk) blocks only that thread. Meanwhile at most :data:`MAX_PENDING`
+bytes wait; lines past that are dropped, and the next batch says how many.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Final, TextIO
 
 FLUSH_INTERVAL: Final = 0.2
 FLUSH_BYTES: Final = 64 * 1024
+MAX_PENDING: Final = 4 * 1024 * 1024  # lines waiting while the output is stuck, at most
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -50,7 +55,10 @@ class BatchingHandler(logging.Handler):
         self.stream = stream
         self._lines: list[str] = []
         self._size = 0
+        self._dropped = 0  # lines dropped since the last batch: the output was stuck
+        self._writing = threading.Lock()  # one batch written at a time, in order
         self._wake = threading.Event()
+        self._urgent = False
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
         self._flusher.start()
@@ -72,23 +80,31 @@ class BatchingHandler(logging.Handler):
 
     def _append(self, line: str, levelno: int) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            if self._size + len(line) > MAX_PENDING:
+                self._dropped += 1
+                return
             self._lines.append(line)
             self._size += len(line)
             urgent = levelno >= logging.WARNING or self._size >= FLUSH_BYTES
             first = len(self._lines) == 1
-        if urgent:
-            self.flush()
-        elif first:
+            if urgent:
+                self._urgent = True
+        if urgent or first:
             self._wake.set()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            if not self._lines:
-                return
-            text = "".join(self._lines)
-            self._lines.clear()
-            self._size = 0
-            try:
+        """Write what waits, in this thread (the flusher's, or at exit)."""
+        with self._writing:
+            with self.lock:  # type: ignore[union-attr]
+                if not self._lines and not self._dropped:
+                    return
+                text = "".join(self._lines)
+                if self._dropped:
+                    text += f"{self._dropped} log lines dropped: the log output did not keep up\n"
+                self._lines.clear()
+                self._size = 0
+                self._dropped = 0
+            try:  # outside the lock: a stuck stream never holds up whoever logs
                 self.stream.write(text)
                 self.stream.flush()
             except UnicodeEncodeError:  # a stream that cannot take every character
@@ -110,7 +126,10 @@ class BatchingHandler(logging.Handler):
         while not self._closed:
             self._wake.wait()
             self._wake.clear()
-            time.sleep(FLUSH_INTERVAL)  # let the batch gather
+            if not self._urgent:  # let the batch gather (a warning ends the wait)
+                self._wake.wait(FLUSH_INTERVAL)
+                self._wake.clear()
+            self._urgent = False
             self.flush()
 
     def close(self) -> None:

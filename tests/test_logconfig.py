@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from streamer.logconfig import FLUSH_INTERVAL, BatchingHandler, FastFormatter, direct_handlers
+from streamer.logconfig import (
+    FLUSH_INTERVAL,
+    MAX_PENDING,
+    BatchingHandler,
+    FastFormatter,
+    direct_handlers,
+)
 
 from .conftest import StartServer
 from .helpers import host_port, read_until, wait_for
@@ -60,8 +68,34 @@ async def test_a_warning_flushes_everything_before_it_at_once(
 ) -> None:
     logger, _, stream = batched
     logger.info("first")
-    logger.warning("second")
-    assert messages(stream) == ["first", "second"]
+    logger.warning("second")  # by the flusher thread, not waiting for the interval
+    await wait_for(lambda: messages(stream) == ["first", "second"], timeout=FLUSH_INTERVAL * 0.75)
+
+
+def test_a_stuck_output_never_blocks_whoever_logs() -> None:
+    """A stderr pipe nobody reads: logging goes on at once, at most MAX_PENDING bytes
+    wait, and once the output moves again the next batch says how many lines were
+    dropped (before, the writing thread held the lock that every logger needs)."""
+    read_end, write_end = os.pipe()
+    reader = os.fdopen(read_end, "rb")
+    stream = os.fdopen(write_end, "w", buffering=1)
+    handler = BatchingHandler(stream)
+    try:
+        line = "x" * 1000
+        started = time.monotonic()
+        for _ in range(20 * MAX_PENDING // 1000):  # 80 MB: far past the pipe and the bound
+            handler.emit_info("test.batch", line)
+        assert time.monotonic() - started < 10  # it did not block (a blocked one never ends)
+        with handler.lock:  # type: ignore[union-attr]
+            assert handler._size <= MAX_PENDING
+        received = b""
+        while b"log lines dropped" not in received:
+            handler._wake.set()  # the flusher writes the batch with the marker once it can
+            received += reader.read1(1 << 20)
+    finally:
+        reader.close()  # first: what close() writes then fails (EPIPE) instead of blocking
+        handler.close()
+        stream.close()
 
 
 async def test_direct_lines_look_like_records(
