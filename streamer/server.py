@@ -211,8 +211,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
         stopping = time.monotonic()
-        deadline = exit_when_late(hard_stop_after(settings.shutdown_timeout, open_fds()))
-    deadline.cancel()
+        exit_when_late(hard_stop_after(settings.shutdown_timeout, open_fds()))
     log.info("stopped in %.2f s", time.monotonic() - stopping)
 
 
@@ -221,6 +220,9 @@ HARD_STOP_MARGIN: Final = 0.15
 # less what the kernel takes to close each file left open when it does (15,000 loopback
 # connections: 0.3 s from os._exit to the end of the process).
 KERNEL_CLOSE_SECONDS: Final = 25e-6
+
+
+EXIT_FLUSH_WAIT: Final = 0.03  # for the last log lines before exit_when_late's exit
 
 
 def hard_stop_after(shutdown_timeout: float, fds: int) -> float:
@@ -236,12 +238,19 @@ def exit_when_late(seconds: float) -> threading.Timer:
     ``worker_shutdown_timeout``). Ending thousands of streams takes a send and a close each,
     ~110 µs in all, whatever the timeout: 15,000 idle streams took 1.8 s with a 1 s
     timeout. The kernel closes what is left; clients reconnect, as after any restart.
-    Cancel the timer once the shutdown is done."""
+    The timer is never cancelled: it also ends an exit stuck on writing the last log
+    lines to an output nobody reads (a daemon thread, it does not hold a clean exit up)."""
 
-    def exit_now() -> None:
+    def last_words() -> None:
         log.warning("shutdown still going after %.2f s: exiting now", seconds)
         for handler in logging.getLogger().handlers:
             handler.flush()
+
+    def exit_now() -> None:
+        # in a thread of their own: logging may be stuck behind an output nobody reads
+        words = threading.Thread(target=last_words, daemon=True)
+        words.start()
+        words.join(EXIT_FLUSH_WAIT)
         os._exit(0)
 
     timer = threading.Timer(seconds, exit_now)

@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -233,3 +234,45 @@ async def test_shutdown_ends_in_time_however_many_streams_are_open(
 
 async def _subscribers_are(http: aiohttp.ClientSession, base: str, count: int) -> bool:
     return await subscriber_count(http, base) == count
+
+
+def start_server_unread(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m streamer serve`` whose output is read up to its "listening" line only."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "serve", "--port", "0", "--media", str(MEDIA), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    while True:
+        line = process.stdout.readline()
+        if not line:
+            process.kill()
+            process.wait(5)
+            raise AssertionError("the server did not start")
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            return process, match[1]
+
+
+async def test_the_server_runs_and_exits_while_nobody_reads_its_output(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Its stderr a pipe that fills up (a log shipper that hung): requests are answered
+    and the process still exits on SIGTERM (it used to freeze on the first full write)."""
+    process, url = start_server_unread("--shutdown-timeout", "0.2")
+    try:
+        # from here on nobody reads: ~1,500 access lines are far more than a pipe holds
+        for _ in range(1500):
+            async with http.get(f"{url}/healthz") as response:
+                assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        if process.stdout:
+            process.stdout.close()
