@@ -113,18 +113,11 @@ class DigestCache:
         digest = self.cached(key)
         if digest is not None:
             return digest
-        job = self._jobs.get(key)
-        if job is None:
-            job = self._start(path, key, for_cache=key[2] <= INLINE_MAX)
-        elif not self._closing.is_set():
-            job.stop.clear()  # wanted again (if its thread has not given up yet, it goes on)
-        job.waiters += 1
+        job = self._join(path, key, for_cache=key[2] <= INLINE_MAX)
         try:
             return await asyncio.shield(job.future)
         finally:
-            job.waiters -= 1
-            if not job.waiters and not job.for_cache:
-                job.stop.set()  # the client left: the thread stops at its next block
+            self._leave(job)
 
     def hash_during(self, path: str, key: Identity) -> _Job | None:
         """Start (or join) hashing a big file for the cache while a download of it goes on;
@@ -133,26 +126,34 @@ class DigestCache:
         leaves at once, must not make the server read a whole big file for nobody."""
         if key in self._digests:
             return None
-        job = self._jobs.get(key)
-        if job is None:
-            try:
-                job = self._start(path, key, for_cache=False)
-            except (HashingBusy, HashStopped):  # full, or the server is stopping
-                return None
-        elif not self._closing.is_set():
-            job.stop.clear()
-        job.waiters += 1
-        return job
+        try:
+            return self._join(path, key, for_cache=False)
+        except (HashingBusy, HashStopped):  # full, or the server is stopping
+            return None
 
     def download_ended(self, job: _Job, whole: bool) -> None:
         """The download that :meth:`hash_during` started with has ended. Sent ``whole``:
         the hash finishes (the server has read the file for a client anyway). Cut short,
         and nobody else waits for it: it stops at its next block."""
-        job.waiters -= 1
         if whole:
             job.for_cache = True
-        elif not job.waiters and not job.for_cache:
-            job.stop.set()
+        self._leave(job)
+
+    def _join(self, path: str, key: Identity, *, for_cache: bool) -> _Job:
+        """The hash of ``key`` (started if none runs), with one more waiter."""
+        job = self._jobs.get(key)
+        if job is None:
+            job = self._start(path, key, for_cache=for_cache)
+        elif not self._closing.is_set():
+            job.stop.clear()  # wanted again (if its thread has not given up yet, it goes on)
+        job.waiters += 1
+        return job
+
+    def _leave(self, job: _Job) -> None:
+        """One waiter fewer: the last one gone, a hash not kept for the cache stops."""
+        job.waiters -= 1
+        if not job.waiters and not job.for_cache:
+            job.stop.set()  # the thread stops at its next block
 
     def _start(self, path: str, key: Identity, *, for_cache: bool) -> _Job:
         if self._closing.is_set():
