@@ -212,9 +212,14 @@ class SseStream:
             return
         if held and not self.transport.is_closing():
             self.transport.write(b"".join(held))
-        held.clear()  # its release sees nothing left and ends
-        self._held = None
-        self._held_size = 0
+        self._forget_held()
+
+    def _forget_held(self) -> None:
+        """Stop holding (what is held is dropped): its release sees nothing left and ends."""
+        if self._held is not None:
+            self._held.clear()
+            self._held = None
+            self._held_size = 0
 
     def go_live(self) -> None:
         """Flush the backlog and switch to direct writes."""
@@ -284,10 +289,7 @@ class SseStream:
         self.stop_counting()
         self._fanout.remove(self)
         self._budget.release(self)
-        if self._held is not None:
-            self._held.clear()  # its release sees nothing left and ends
-            self._held = None
-            self._held_size = 0
+        self._forget_held()
         self.transport.abort()
         self.closed.set_result(reason)
 
