@@ -91,32 +91,43 @@ async def _send_span(
     # Each slice is brought into the page cache in a thread while the one before is sent:
     # sendfile(2) runs on the loop, and filling the cache there held it 200 ms per slice
     # (bench/hostile.py, hash-heads).
-    ahead = asyncio.ensure_future(asyncio.to_thread(_read_ahead, fd, offset, SENDFILE_SLICE))
+    ahead = _read_ahead_soon(fd, _slice(offset, span.stop))
     try:
         while offset < span.stop:
-            count = min(SENDFILE_SLICE, span.stop - offset)
+            piece = _slice(offset, span.stop)
             await ahead
-            following = offset + count
-            ahead = asyncio.ensure_future(
-                asyncio.to_thread(_read_ahead, fd, following, SENDFILE_SLICE)
-            )
+            ahead = _read_ahead_soon(fd, _slice(piece.stop, span.stop))  # nothing past the span
             try:
-                sent = await loop.sendfile(transport, file, offset, count)
+                sent = await loop.sendfile(transport, file, offset, piece.length)
             except NotImplementedError:  # raised before anything is sent
                 await _copy_span(response, fd, ByteRange(offset, span.stop))
                 return
-            if sent < count:
+            if sent < piece.length:
                 raise FileShrank
             offset += sent
     finally:
         ahead.cancel()  # a thread already running finishes a harmless hint
 
 
-def _read_ahead(fd: int, offset: int, count: int) -> None:
-    """Ask the kernel to bring ``count`` bytes at ``offset`` into the page cache (blocking:
-    run in a thread). Where there is no such call, nothing happens."""
+def _slice(offset: int, stop: int) -> ByteRange:
+    """The most one sendfile(2) call sends from ``offset`` (see :data:`SENDFILE_SLICE`)."""
+    return ByteRange(offset, min(offset + SENDFILE_SLICE, stop))
+
+
+def _read_ahead_soon(fd: int, span: ByteRange) -> asyncio.Future[None]:
+    """Ask the kernel, in a worker thread, to bring ``span`` of ``fd`` into the page cache
+    (done at once for an empty span)."""
+    if not span.length:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    return asyncio.ensure_future(asyncio.to_thread(_read_ahead, fd, span))
+
+
+def _read_ahead(fd: int, span: ByteRange) -> None:
+    """Blocking: where there is no such call, nothing happens."""
     with contextlib.suppress(AttributeError, OSError):
-        os.posix_fadvise(fd, offset, count, os.POSIX_FADV_WILLNEED)
+        os.posix_fadvise(fd, span.start, span.length, os.POSIX_FADV_WILLNEED)
 
 
 async def _copy_span(response: web.StreamResponse, fd: int, span: ByteRange) -> None:
