@@ -122,6 +122,10 @@ async def publish(
         return event_id
 
 
+async def subscribers_are(http: aiohttp.ClientSession, base: str, count: int) -> bool:
+    return await subscriber_count(http, base) == count
+
+
 async def subscriber_count(http: aiohttp.ClientSession, base: str) -> int:
     async with http.get(f"{base}/healthz") as response:
         count: int = (await response.json())["subscribers"]
@@ -154,14 +158,16 @@ def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
 
 class CliServer:
     """A server subprocess; its output (from the "listening" line on) is collected in
-    ``lines`` by a thread."""
+    ``lines`` by a thread, unless ``collect`` is false (then nobody reads it)."""
 
-    def __init__(self, process: subprocess.Popen[str], url: str, listening: str) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], url: str, listening: str, collect: bool = True
+    ) -> None:
         self.process = process
         self.url = url
         self.lines: list[str] = [listening]
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
+        if collect:
+            threading.Thread(target=self._collect, daemon=True).start()
 
     def _collect(self) -> None:
         assert self.process.stdout is not None
@@ -170,8 +176,11 @@ class CliServer:
 
 
 @contextlib.contextmanager
-def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliServer]:
-    """Run ``python -m streamer`` on a free port; yields once it is listening."""
+def cli_server(
+    *args: str, env: dict[str, str] | None = None, collect: bool = True
+) -> Iterator[CliServer]:
+    """Run ``python -m streamer`` on a free port; yields once it is listening (its output
+    read from then on only with ``collect``)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streamer", "serve", "--port", "0", "--media", str(MEDIA), *args],
         stdout=subprocess.PIPE,
@@ -193,7 +202,7 @@ def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[CliSer
             if match:
                 url = match[1]
         assert url, "server did not start"
-        yield CliServer(process, url, line)
+        yield CliServer(process, url, line, collect)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

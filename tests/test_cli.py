@@ -6,7 +6,6 @@ import asyncio
 import importlib.util
 import logging
 import os
-import re
 import resource
 import signal
 import socket
@@ -31,7 +30,7 @@ from .helpers import (
     make_settings,
     publish,
     require,
-    subscriber_count,
+    subscribers_are,
     wait_for,
 )
 from .sse_client import subscribe
@@ -218,7 +217,7 @@ async def test_shutdown_ends_in_time_however_many_streams_are_open(
                 sock.sendall(f"GET /events?topic=t{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 sockets.append(sock)
             await wait_for(
-                lambda: _subscribers_are(http, server.url, count), timeout=30, interval=0.1
+                lambda: subscribers_are(http, server.url, count), timeout=30, interval=0.1
             )
             server.process.send_signal(signal.SIGTERM)
             started = time.monotonic()
@@ -232,47 +231,15 @@ async def test_shutdown_ends_in_time_however_many_streams_are_open(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-async def _subscribers_are(http: aiohttp.ClientSession, base: str, count: int) -> bool:
-    return await subscriber_count(http, base) == count
-
-
-def start_server_unread(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """``python -m streamer serve`` whose output is read up to its "listening" line only."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "serve", "--port", "0", "--media", str(MEDIA), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    while True:
-        line = process.stdout.readline()
-        if not line:
-            process.kill()
-            process.wait(5)
-            raise AssertionError("the server did not start")
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return process, match[1]
-
-
 async def test_the_server_runs_and_exits_while_nobody_reads_its_output(
     http: aiohttp.ClientSession,
 ) -> None:
     """Its stderr a pipe that fills up (a log shipper that hung): requests are answered
     and the process still exits on SIGTERM (it used to freeze on the first full write)."""
-    process, url = start_server_unread("--shutdown-timeout", "0.2")
-    try:
+    with cli_server("--shutdown-timeout", "0.2", collect=False) as server:
         # from here on nobody reads: ~1,500 access lines are far more than a pipe holds
         for _ in range(1500):
-            async with http.get(f"{url}/healthz") as response:
+            async with http.get(f"{server.url}/healthz") as response:
                 assert response.status == 200
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        if process.stdout:
-            process.stdout.close()
+        server.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.process.wait, 10) == 0

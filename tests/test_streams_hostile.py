@@ -18,26 +18,33 @@ from streamer.web.keys import FANOUTS
 from streamer.web.streams import HOLD_ABOVE, SseStream
 
 from .conftest import StartServer
-from .helpers import host_port, make_settings, metric, publish, subscriber_count, wait_for
+from .helpers import (
+    host_port,
+    make_settings,
+    metric,
+    publish,
+    subscriber_count,
+    subscribers_are,
+    wait_for,
+)
 from .sse_client import subscribe
 
 
 @contextlib.contextmanager
-def stalled_subscriber(server: str, query: str, *headers: str) -> Iterator[socket.socket]:
-    """A subscriber that sends its request and never reads a byte (tiny receive window)."""
+def stalled_subscriber(
+    server: str, query: str, *headers: str, version: str = "1.1"
+) -> Iterator[socket.socket]:
+    """A subscriber that sends its request and reads nothing (tiny receive window) until
+    the test does; in HTTP/1.0 the body comes unframed."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(host_port(server))
     head = "".join(f"{h}\r\n" for h in headers)
-    sock.sendall(f"GET /events?{query} HTTP/1.1\r\nHost: t\r\n{head}\r\n".encode())
+    sock.sendall(f"GET /events?{query} HTTP/{version}\r\nHost: t\r\n{head}\r\n".encode())
     try:
         yield sock
     finally:
         sock.close()
-
-
-async def _subscribers_are(http: aiohttp.ClientSession, server: str, count: int) -> bool:
-    return await subscriber_count(http, server) == count
 
 
 async def test_budget_cuts_the_largest_laggard_first(
@@ -49,9 +56,9 @@ async def test_budget_cuts_the_largest_laggard_first(
         stalled_subscriber(server, "topic=s&topic=t") as _big,
         stalled_subscriber(server, "topic=s") as _small,
     ):
-        await wait_for(lambda: _subscribers_are(http, server, 2))
+        await wait_for(lambda: subscribers_are(http, server, 2))
         async with subscribe(http, server, "s") as reader:
-            await wait_for(lambda: _subscribers_are(http, server, 3))
+            await wait_for(lambda: subscribers_are(http, server, 3))
             await publish(http, server, "t", "t" * 150_000)  # only the big laggard gets it
             ids = []
             for _ in range(40):
@@ -60,7 +67,7 @@ async def test_budget_cuts_the_largest_laggard_first(
                     break
             else:
                 raise AssertionError("the budget never cut anyone")
-            await wait_for(lambda: _subscribers_are(http, server, 2))
+            await wait_for(lambda: subscribers_are(http, server, 2))
             # the one cut was the largest: the other laggard is still subscribed
             assert await metric(http, server, "streamer_unsent_cuts_total") == 1
             assert await metric(http, server, "streamer_subscribers_dropped_total") == 1
@@ -77,8 +84,8 @@ async def test_replay_to_a_reader_that_stalls_is_cut_after_send_timeout(
     first = await publish(http, server, "r", "first")
     ids = [await publish(http, server, "r", "x" * 100_000) for _ in range(40)]  # 4 MB to replay
     with stalled_subscriber(server, "topic=r", f"Last-Event-ID: {first}"):
-        await wait_for(lambda: _subscribers_are(http, server, 1))
-        await wait_for(lambda: _subscribers_are(http, server, 0), timeout=5)
+        await wait_for(lambda: subscribers_are(http, server, 1))
+        await wait_for(lambda: subscribers_are(http, server, 0), timeout=5)
     # a client that reads gets the whole replay, then live events
     async with subscribe(http, server, "r", last_event_id=first) as reader:
         ids.append(await publish(http, server, "r", "live"))
@@ -94,7 +101,7 @@ async def test_stream_sockets_have_a_small_kernel_send_buffer(
     stalled reader takes at most that much more than its --max-buffer before it is cut."""
     server = await start_server(max_buffer=64 * 1024, max_body=200_000)
     with stalled_subscriber(server, "topic=k") as sock:
-        await wait_for(lambda: _subscribers_are(http, server, 1))
+        await wait_for(lambda: subscribers_are(http, server, 1))
         sent = 0
         while await subscriber_count(http, server) == 1:
             await publish(http, server, "k", json.dumps("k" * 20_000))
@@ -117,22 +124,13 @@ async def test_shutdown_ends_in_time_with_full_buffers_and_many_topics(
         server = await server_stack.enter_async_context(running(settings))
         stalled = [stack.enter_context(stalled_subscriber(server, "topic=f")) for _ in range(200)]
         idle = [stack.enter_context(stalled_subscriber(server, f"topic=i{n}")) for n in range(1000)]
-        await wait_for(lambda: _subscribers_are(http, server, len(stalled) + len(idle)), 20)
+        await wait_for(lambda: subscribers_are(http, server, len(stalled) + len(idle)), 20)
         for _ in range(3):  # 300 KB each: past the kernel buffers, into the server's own
             await publish(http, server, "f", "f" * 100_000)
         started = time.monotonic()
     took = time.monotonic() - started
     stack.close()
     assert took < settings.shutdown_timeout + 0.2, took
-
-
-def lagging_reader(server: str, topic: str) -> socket.socket:
-    """An HTTP/1.0 subscriber (the body unframed) that has not started reading yet."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(host_port(server))
-    sock.sendall(f"GET /events?topic={topic} HTTP/1.0\r\n\r\n".encode())
-    return sock
 
 
 def read_through(sock: socket.socket, last_id: str) -> bytes:
@@ -157,9 +155,12 @@ async def test_a_stream_that_falls_behind_is_held_then_gets_everything_in_order(
     settings = make_settings(max_buffer=16 << 20, max_body=200_000)
     app = create_app(settings)
     async with running(settings, app) as server:
-        socks = [lagging_reader(server, "h") for _ in range(2)]
-        try:
-            await wait_for(lambda: _subscribers_are(http, server, 2))
+        with contextlib.ExitStack() as stack:
+            socks = [
+                stack.enter_context(stalled_subscriber(server, "topic=h", version="1.0"))
+                for _ in range(2)
+            ]
+            await wait_for(lambda: subscribers_are(http, server, 2))
             ids = [
                 await publish(http, server, "h", json.dumps(f"{n:03d}" + "h" * 50_000))
                 for n in range(40)
@@ -179,6 +180,3 @@ async def test_a_stream_that_falls_behind_is_held_then_gets_everything_in_order(
             more = await publish(http, server, "h", json.dumps("after"))
             for sock in socks:
                 assert b'data: "after"' in await asyncio.to_thread(read_through, sock, more)
-        finally:
-            for sock in socks:
-                sock.close()
