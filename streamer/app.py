@@ -15,7 +15,7 @@ from .settings import Settings, cannot_write_own_log
 from .sources import media
 from .sources.changes import watching
 from .sources.loghub import LogHub
-from .web import events, files, listing, logs, ops, streams
+from .web import events, files, listing, logs, ops, pages, streams
 from .web.hooks import finish_headers
 from .web.keys import BROKER, EVENTS_FANOUT, FANOUTS, LOG_HUB, SETTINGS, STARTED_AT, UNSENT
 from .web.unsent import UnsentBudget
@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     listing.add_routes(app)
     logs.add_routes(app)
     ops.add_routes(app)
+    pages.add_routes(app)
     return app
 
 

@@ -186,7 +186,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         except FileShrank:
             continue  # changed between fstat and read, before anything was sent: look again
         except Folder:
-            raise web.HTTPFound("/api/files?dir=" + quote(user_path, safe="/")) from None
+            raise _to_folder(request, user_path) from None
         finally:
             media.close()
     raise Problem(503, "file-changing", "The file keeps changing; retry.", headers=_RETRY)
@@ -346,7 +346,34 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
 @sent_directly
 async def root_folder(request: web.Request) -> web.StreamResponse:
     """``/files`` and ``/files/``: the media root is a folder like any other."""
-    raise web.HTTPFound("/api/files")
+    raise _to_folder(request, "")
+
+
+def _to_folder(request: web.Request, user_path: str) -> web.HTTPFound:
+    """A folder's URL leads a browser to the dashboard's view of it, anyone else to its
+    JSON listing."""
+    where = quote(user_path, safe="/")
+    if wants_html(request.headers.get("Accept", "")):
+        return web.HTTPFound("/#/files/" + where)
+    return web.HTTPFound("/api/files" + ("?dir=" + where if where else ""))
+
+
+def wants_html(accept: str) -> bool:
+    """Does ``Accept`` name ``text/html`` (with a q above 0)? What browsers send when they
+    navigate; ``curl`` sends ``*/*`` and tools ask for JSON."""
+    for item in accept.split(","):
+        kind, *params = item.split(";")
+        if kind.strip().lower() != "text/html":
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 def add_routes(app: web.Application) -> None:

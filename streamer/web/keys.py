@@ -9,6 +9,7 @@ from ..digests import DigestCache
 from ..fanout import Fanout
 from ..settings import Settings
 from ..sources.loghub import LogHub
+from .assets import Asset
 from .sidecars import SidecarIndex
 from .smallfiles import SmallFileCache
 from .unsent import UnsentBudget
@@ -22,5 +23,6 @@ DIGESTS = web.AppKey("digests", DigestCache)
 SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
 SMALL_FILES = web.AppKey("small_files", SmallFileCache)
 LOG_HUB = web.AppKey("log_hub", LogHub)
+PAGE_ASSETS = web.AppKey("page_assets", dict[str, Asset])  # the dashboard: web/assets.py
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
 REQUEST_ID = web.RequestKey("request_id", str)
