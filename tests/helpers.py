@@ -52,6 +52,28 @@ def require_tool(name: str) -> str:
     return path
 
 
+def non_loopback_address() -> str:
+    """An IPv4 address of this machine that is not loopback (Linux: SIOCGIFADDR), to connect
+    from as a client that is not local; :func:`require` when there is none."""
+    import fcntl
+    import ipaddress
+    import struct
+
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                packed = fcntl.ioctl(
+                    probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
+                )
+            except OSError:
+                continue
+        address = socket.inet_ntoa(packed[20:24])
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    require(False, "this machine has no non-loopback IPv4 address")
+    raise AssertionError("unreachable")
+
+
 async def wait_for(
     condition: Callable[[], Awaitable[object]] | Callable[[], object],
     timeout: float = 5.0,

@@ -19,7 +19,7 @@ import pytest
 from streamer import sse
 from streamer.sources.loghub import FEW_NEEDLES, MAX_NEEDLES, NeedleSet
 
-from .helpers import assert_problem, host_port, read_until, require, wait_for
+from .helpers import assert_problem, host_port, non_loopback_address, read_until, wait_for
 from .logs_support import append, tail
 
 StartServer = Callable[..., Awaitable[str]]
@@ -280,32 +280,10 @@ async def get_raw(server: str, target: str) -> tuple[int, bytes]:
 # --- 5. the server's own log: loopback clients only, unless --own-log-access anyone ----------
 
 
-def non_loopback_address() -> str | None:
-    """An IPv4 address of this machine that is not loopback (Linux: SIOCGIFADDR)."""
-    import fcntl
-    import ipaddress
-    import struct
-
-    for _, name in socket.if_nameindex():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                packed = fcntl.ioctl(
-                    probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
-                )
-            except OSError:
-                continue
-        address = socket.inet_ntoa(packed[20:24])
-        if not ipaddress.ip_address(address).is_loopback:
-            return address
-    return None
-
-
 async def test_the_own_log_is_for_loopback_clients_only(
     start_server: StartServer, logs_dir: Path, http: aiohttp.ClientSession
 ) -> None:
     address = non_loopback_address()
-    require(address is not None, "no non-loopback IPv4 address to connect from")
-    assert address is not None
     (logs_dir / "alias.log").symlink_to("streamer.log")  # the same file by another name
     own_log = logs_dir / "streamer.log"
     remote = await start_server(host=address, logs=logs_dir, log_file=own_log)

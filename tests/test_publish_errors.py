@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -22,9 +21,9 @@ from .helpers import (
     host_port,
     make_settings,
     metric,
+    non_loopback_address,
     publish,
     read_until,
-    require,
     split_response,
 )
 from .sse_client import subscribe
@@ -119,18 +118,6 @@ async def test_token_is_required_when_configured(
     right = {"Authorization": "Bearer s3cret"}
     async with http.post(server + "/events/t", data="x", headers=right) as response:
         assert response.status == 201
-
-
-def non_loopback_address() -> str:
-    """An address of this machine that is not loopback (the route to a documentation net)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
-            address: str = probe.getsockname()[0]
-        except OSError:
-            address = "127.0.0.1"
-    require(not address.startswith("127."), "this machine has no non-loopback IPv4 address")
-    return address
 
 
 async def test_without_token_only_loopback_may_publish(

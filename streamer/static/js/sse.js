@@ -76,6 +76,7 @@ export class EventStream {
           await this._read(response.body);
           if (this.closed) return;
           this._setState("reconnecting", "the server ended the stream");
+          if (!(await reachable(this.retry))) this._setState("down", "no answer from the server");
         }
       } catch (error) {
         if (this.closed) return;
