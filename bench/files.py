@@ -47,7 +47,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from variants import LOOP_VARIANTS, before_tree, clean_env, old_command  # bench/ is on sys.path
+from variants import (  # bench/ is on sys.path
+    LOOP_VARIANTS,
+    before_tree,
+    clean_env,
+    cpu_seconds,
+    old_command,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -85,25 +91,6 @@ def make_media(folder: Path) -> None:
         with open(folder / name, "wb") as out:
             for _ in range(mib):
                 out.write(block)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and of its living descendants (nginx's worker)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-                ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    family = {pid}
-    grown = True
-    while grown:
-        children = {child for child, parent in parents.items() if parent in family}
-        grown = not children <= family
-        family |= children
-    return sum(ticks.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")
 
 
 def pin(cpu: int) -> Any:

@@ -1,4 +1,5 @@
-"""What the benchmarks share to run the current code beside an older tree (``--before``).
+"""What the benchmarks share to run the current code beside an older tree (``--before``),
+and to count what a server costs.
 
 ``python -m streamer`` run with another working directory imports that
 directory's ``streamer`` package (``-m`` puts the working directory first on
@@ -7,6 +8,7 @@ directory's ``streamer`` package (``-m`` puts the working directory first on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -83,3 +85,22 @@ def git_commit(tree: Path) -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and of its living descendants (nginx's worker)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+                ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    family = {pid}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in family}
+        grown = not children <= family
+        family |= children
+    return sum(ticks.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")

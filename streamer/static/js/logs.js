@@ -177,15 +177,33 @@ export function mountLog(root, name, params) {
     jump.textContent = unseen ? `Jump to live (${unseen} new)` : "Jump to live";
   }
 
+  let settling = 0;
   function scrollToEnd() {
     pane.scrollTop = pane.scrollHeight;
+    // rows out of sight are sized by estimate (see app.css): once the rows now in view
+    // are laid out for real, the end may have moved, so go there once more
+    if (!settling) {
+      settling = requestAnimationFrame(() => {
+        settling = 0;
+        if (following && !paused) pane.scrollTop = pane.scrollHeight;
+      });
+    }
   }
 
   function append(lines) {
     const fragment = document.createDocumentFragment();
     for (const line of lines) fragment.append(row(line));
-    pane.append(fragment);
-    for (let excess = pane.childElementCount - MAX_ROWS; excess > 0; excess -= 1) pane.firstElementChild.remove();
+    if (lines.length >= MAX_ROWS) pane.replaceChildren(fragment); // a burst: all rows are new
+    else {
+      pane.append(fragment);
+      const excess = pane.childElementCount - MAX_ROWS;
+      if (excess > 0) {
+        const old = document.createRange();
+        old.setStartBefore(pane.firstChild);
+        old.setEndAfter(pane.children[excess - 1]);
+        old.deleteContents();
+      }
+    }
     scrollToEnd();
   }
 
@@ -336,10 +354,10 @@ export function mountLog(root, name, params) {
   pane.addEventListener("touchmove", stopFollowing, { passive: true });
   pane.addEventListener("keydown", (event) => ["ArrowUp", "PageUp", "Home"].includes(event.key) && stopFollowing());
   pane.addEventListener("mousedown", (event) => event.offsetX > pane.clientWidth && stopFollowing());
+  // Only the reader stops it: a scroll event alone may be the page's own doing (rows
+  // replaced, sizes settling), and taking it for the reader froze the view mid-burst.
   pane.addEventListener("scroll", () => {
-    const atEnd = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 24;
-    if (atEnd && !following) jumpToLive();
-    else if (!atEnd && following && !frame) stopFollowing();
+    if (!following && pane.scrollHeight - pane.scrollTop - pane.clientHeight < 24) jumpToLive();
   });
 
   compile();
@@ -347,6 +365,7 @@ export function mountLog(root, name, params) {
   return () => {
     if (stream) stream.close();
     if (frame) cancelAnimationFrame(frame);
+    if (settling) cancelAnimationFrame(settling);
     clearTimeout(filterTimer);
   };
 }

@@ -51,6 +51,8 @@ export class EventStream {
 
   async _run() {
     this._setState("connecting", "");
+    let quick = false; // the next attempt goes at once: a live stream just broke
+    let lastQuick = -Infinity; // at most one such attempt per retry interval
     while (!this.closed) {
       let delay = this.retry;
       try {
@@ -64,7 +66,7 @@ export class EventStream {
         const type = response.headers.get("Content-Type") || "";
         if (!response.ok || !type.startsWith("text/event-stream")) {
           const detail = await problemText(response);
-          if (response.status < 500) {
+          if (response.status < 500 && response.status !== 429) {
             this._setState("failed", detail);
             return;
           }
@@ -75,18 +77,27 @@ export class EventStream {
           this._setState("connected", "");
           await this._read(response.body);
           if (this.closed) return;
+          // an orderly end: the server is going away (a restart); it asked for `retry`
           this._setState("reconnecting", "the server ended the stream");
           if (!(await reachable(this.retry))) this._setState("down", "no answer from the server");
         }
       } catch (error) {
         if (this.closed) return;
         if (this.state === "connected") {
+          // Broken mid-stream: the network, or the server cut a reader that fell behind
+          // (a burst of log lines). Try again at once, from the last id; if that fails
+          // too, the server is down and the retry interval applies.
           this._setState("reconnecting", "the connection broke");
-          if (!(await reachable(this.retry))) this._setState("down", "no answer from the server");
+          quick = true;
         } else {
           this._setState("down", "no answer from the server");
         }
       }
+      if (quick && this.state === "reconnecting" && performance.now() - lastQuick > this.retry) {
+        delay = Math.random() * 100;
+        lastQuick = performance.now();
+      }
+      quick = false;
       // EventSource's rule, with a little jitter so that many pages do not come back at once
       await sleep(delay * (1 + Math.random() * 0.1), this._abort.signal);
     }
