@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, Page, sync_playwright
-from variants import PYTHON, clean_env, cpu_seconds, git_commit  # bench/ is on sys.path
+from variants import PYTHON, clean_env, cpu_seconds, free_port, git_commit  # bench/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -64,13 +64,6 @@ class Viewer:
     pid: int
     ready: str  # JS expression: the page follows the log now
     last_row: str  # JS expression: the text of the last line on the page
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

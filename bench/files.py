@@ -52,6 +52,7 @@ from variants import (  # bench/ is on sys.path
     before_tree,
     clean_env,
     cpu_seconds,
+    free_port,
     old_command,
 )
 
@@ -95,14 +96,6 @@ def make_media(folder: Path) -> None:
 
 def pin(cpu: int) -> Any:
     return lambda: os.sched_setaffinity(0, {cpu})
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 STREAMERS = ["streamer", "streamer-before", *LOOP_VARIANTS, "streamer-quiet"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,10 @@ def cpu_seconds(pid: int) -> float:
         grown = not children <= family
         family |= children
     return sum(ticks.get(member, 0) for member in family) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now (for servers that need one given)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

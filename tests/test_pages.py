@@ -43,6 +43,9 @@ async def test_the_page_is_served_with_a_strong_etag_and_a_same_origin_csp(
         assert r.status == 304  # If-None-Match compares weakly (RFC 9110 13.1.2)
     async with http.get(server + "/", headers={**PLAIN, "If-None-Match": '"other"'}) as r:
         assert r.status == 200
+    since = {**PLAIN, "If-Modified-Since": "Thu, 01 Jan 2099 00:00:00 GMT"}
+    async with http.get(server + "/", headers=since) as r:
+        assert r.status == 200  # no Last-Modified is sent, so no date can validate
     assert '<script type="module" src="/static/js/main.js"></script>' in page
 
 

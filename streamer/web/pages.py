@@ -44,8 +44,11 @@ def _send(request: web.Request, asset: Asset) -> web.Response:
             body, etag = asset.gzipped, asset.etag[:-1] + '-gzip"'
             headers["Content-Encoding"] = "gzip"
     headers["ETag"] = etag
-    # only If-None-Match counts: the ETag is the version (the page has no useful date)
-    if evaluate_preconditions(request.headers, etag, 0) is Outcome.NOT_MODIFIED:
+    # only If-None-Match counts: the ETag is the version, and the page sends no date
+    # (handed the whole request, an If-Modified-Since of any date would make a 304)
+    none_match = request.headers.get("If-None-Match")
+    only_etag = {"If-None-Match": none_match} if none_match is not None else {}
+    if evaluate_preconditions(only_etag, etag, 0) is Outcome.NOT_MODIFIED:
         headers.pop("Content-Encoding", None)
         return web.Response(status=304, headers=headers)
     headers["Content-Type"] = asset.content_type

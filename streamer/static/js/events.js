@@ -2,7 +2,7 @@
 // event first in a capped list, and a form that publishes a test event when this browser
 // may publish.
 import { clockTime, el, getJson, problemText } from "./dom.js";
-import { EventStream } from "./sse.js";
+import { EventStream, resetReason } from "./sse.js";
 import { connectionBadge } from "./status.js";
 
 export const MAX_SHOWN = 500; // events kept on the page; older ones drop off the end
@@ -18,14 +18,6 @@ function pretty(data) {
     }
   }
   return { text: data, json: false };
-}
-
-function resetReason(data) {
-  try {
-    return JSON.parse(data).reason || "unknown";
-  } catch {
-    return "unknown";
-  }
 }
 
 function eventRow(event, at) {

@@ -7,7 +7,7 @@
 // scrolled up (or paused), the rows stay still and the new lines are only counted.
 import { renderAnsi, stripAnsi } from "./ansi.js";
 import { downloadText, el, getJson, humanSize, localTime } from "./dom.js";
-import { EventStream } from "./sse.js";
+import { EventStream, resetReason } from "./sse.js";
 import { connectionBadge } from "./status.js";
 
 export const MAX_ROWS = 1500;
@@ -62,14 +62,6 @@ export function mountLogList(root) {
 }
 
 const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-function resetReason(data) {
-  try {
-    return JSON.parse(data).reason || "unknown";
-  } catch {
-    return "unknown";
-  }
-}
 
 export function mountLog(root, name, params) {
   const tailParam = Number(params.get("tail"));

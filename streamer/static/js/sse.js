@@ -159,6 +159,15 @@ export class EventStream {
   }
 }
 
+/** Why a `reset` event says the stream could not resume (its data is JSON with a reason). */
+export function resetReason(data) {
+  try {
+    return JSON.parse(data).reason || "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 /** Does the server answer /healthz within `timeout` ms? */
 export async function reachable(timeout) {
   try {
