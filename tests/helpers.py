@@ -35,6 +35,14 @@ MEDIA = ROOT / "media"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def require(available: bool, what: str) -> None:
     """Skip when ``what`` is missing on a laptop; under ``CI=true`` fail instead."""
     if available:
@@ -170,6 +178,14 @@ async def raw_request(url: str, request: bytes) -> bytes:
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     return data
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    """Reset a raw connection and wait until it is closed: one whose reading is paused
+    (a client that stopped reading) could outlive a plain ``close()`` and the event loop,
+    whose own close then failed on uvloop (EBUSY, "unclosed resource")."""
+    writer.transport.abort()
+    await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:

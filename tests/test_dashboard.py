@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,7 +31,16 @@ from playwright.async_api import (
 
 from streamer.server import running
 
-from .helpers import MEDIA, ROOT, make_settings, publish, require, require_tool, wait_for
+from .helpers import (
+    MEDIA,
+    ROOT,
+    free_port,
+    make_settings,
+    publish,
+    require,
+    require_tool,
+    wait_for,
+)
 from .logs_support import append
 from .proxy import CuttingProxy
 
@@ -215,13 +223,6 @@ async def test_a_cut_stream_resumes_with_nothing_lost_or_doubled(
         assert len(resumes) == 3
         assert b"\r\nlast-event-id: " + ids[2].encode() + b"\r\n" in resumes[1].lower()
         assert b"\r\nlast-event-id: " + ids[7].encode() + b"\r\n" in resumes[2].lower()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_server_down_then_restarted_shows_down_then_the_reset(

@@ -27,6 +27,7 @@ from streamer.web.keys import DIGESTS
 
 from .helpers import (
     cli_server,
+    hang_up,
     host_port,
     make_settings,
     raw_request,
@@ -114,7 +115,7 @@ async def test_pipelined_requests_never_read_keep_memory_bounded_and_get_cut(
             await wait_for(cut_with_bounded_memory, timeout=10, interval=0.1)
             assert time.monotonic() - started >= 0.9  # not before --send-timeout
         finally:
-            writer.close()
+            await hang_up(writer)
 
 
 async def test_pipelined_errors_and_redirects_never_read_get_cut(
@@ -133,7 +134,7 @@ async def test_pipelined_errors_and_redirects_never_read_get_cut(
         try:
             await wait_for(lambda: was_reset(writer), timeout=5)  # noqa: B023
         finally:
-            writer.close()
+            await hang_up(writer)
 
 
 # --- big downloads that stall --------------------------------------------------------------
@@ -157,7 +158,7 @@ async def test_stalled_big_download_is_cut_and_its_file_closed(
             received += len(chunk)
         assert received < 256 * 1024**2
     finally:
-        writer.close()
+        await hang_up(writer)
 
 
 async def test_slow_but_steady_reader_is_not_cut(media: Path, start_server: StartServer) -> None:
@@ -178,7 +179,7 @@ async def test_slow_but_steady_reader_is_not_cut(media: Path, start_server: Star
             if time.monotonic() - started < 2:  # two seconds at a few MB/s: four timeouts
                 await asyncio.sleep(0.05)  # pacing the reader, not waiting for a condition
     finally:
-        writer.close()
+        await hang_up(writer)
     assert received == 16 * 1024**2
 
 
@@ -207,7 +208,7 @@ async def downloads_under_way(server: str, names: list[str]) -> AsyncIterator[No
         yield
     finally:
         for writer in writers:
-            writer.close()
+            await hang_up(writer)
 
 
 async def test_a_head_of_a_big_file_starts_no_hash(
