@@ -75,7 +75,7 @@ async def _sources_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = LogHub(settings.max_line)
     app[LOG_HUB] = hub
     streams.register_fanout(app, hub.fanout)
-    media_events = media.MediaEvents(str(settings.media), app[BROKER].publish)
+    media_events = media.MediaEvents(str(settings.media), media.led_by(app[BROKER]))
     folders = [str(settings.media)] + ([str(settings.logs)] if settings.logs else [])
     async with watching(folders, hub, media_events):
         yield

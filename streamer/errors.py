@@ -36,6 +36,14 @@ class BrokerClosed(StreamerError):
     """The broker was closed (the server is shutting down): nothing more is accepted."""
 
 
+class BrokerUnavailable(StreamerError):
+    """The broker cannot reach its store now (Redis is away); try again in ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def problem_body(status: int, detail: str, kind: str | None = None, **extra: Any) -> bytes:
     """The JSON document: ``type`` ends in ``kind`` so clients can branch on it."""
     title = HTTPStatus(status).phrase

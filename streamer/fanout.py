@@ -190,6 +190,17 @@ class Fanout:
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
 
+    def broadcast(self, data: bytes) -> None:
+        """Send ``data`` to every sink, after everything queued before it (a broker's
+        ``reset`` when its history starts over). Rare, so it plans its own writes instead
+        of costing the hot path a check per frame."""
+        self.settle()
+        for key, group in self._groups.items():
+            self._gathering.pop(key, None)  # what comes later must follow this write
+            self._writes.append(_Write(key, tuple(group), [data]))
+        if self._writes and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+
     def flush(self) -> None:
         """Deliver everything queued, now, however much it is (at shutdown)."""
         if self._flush_handle is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -40,8 +41,19 @@ class Settings:
             "FILE",
         ),
     )
-    broker: str = field(default="memory", metadata=_help("event broker: memory", "KIND"))
-    workers: int = field(default=1, metadata=_help("worker processes (1 with memory)", "N"))
+    broker: str = field(
+        default="memory",
+        metadata=_help(
+            "event broker: memory, or a Redis URL (redis://host:6379/0, rediss://, unix://)",
+            "BROKER",
+        ),
+    )
+    redis_prefix: str = field(
+        default="streamer", metadata=_help("prefix of the broker's Redis keys", "PREFIX")
+    )
+    workers: int = field(
+        default=1, metadata=_help("worker processes on one port (needs the Redis broker)", "N")
+    )
     token: str | None = field(
         default=None, metadata=_help("bearer token required to publish", "TOKEN")
     )
@@ -205,8 +217,25 @@ def _broker(text: str) -> str:
     if text == "memory":
         return text
     if text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("the redis broker is not available in this version; use memory")
-    raise ValueError("must be 'memory'")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (a bad port raises here, not at the first connection)
+        except ValueError as exc:
+            raise ValueError(f"not a valid Redis URL ({exc})") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("a Redis URL needs a host: redis://HOST:6379/0")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// Redis URL needs a socket path: unix:///run/redis.sock")
+        return text
+    raise ValueError("must be 'memory' or a Redis URL (redis://, rediss://, unix://)")
+
+
+def _redis_prefix(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", text):
+        raise ValueError("must be 1 to 64 of A-Z a-z 0-9 _ . : -")
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -250,6 +279,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "logs": _folder,
     "log_file": _log_file,
     "broker": _broker,
+    "redis_prefix": _redis_prefix,
     "workers": _positive_int,
     "token": _token,
     "heartbeat": _positive_float,
@@ -306,7 +336,8 @@ def load_settings(
     check_log_file(settings.log_file)
     if settings.workers > 1 and settings.broker == "memory":
         raise SettingsError(
-            "--workers > 1 needs a shared broker: the memory broker lives in one process"
+            f"--workers={settings.workers} needs a shared broker (--broker redis://HOST:6379/0): "
+            "the memory broker lives in one process"
         )
     return settings
 

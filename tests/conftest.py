@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from streamer.server import running
 
 from .helpers import make_settings
+from .redis_support import RedisServer
 
 StartServer = Callable[..., Awaitable[str]]
 
@@ -66,3 +68,25 @@ def logs_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "app.log").write_bytes(b"")
     return folder.resolve()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, with an append-only file: to stop and restart."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """Key prefix unique to the test, so tests on the shared Redis never meet."""
+    return f"t{uuid.uuid4().hex[:10]}"

@@ -1,10 +1,10 @@
 """The broker contract: what every broker must do, written against the Protocol only.
 
 This suite is the definition of "a broker". It runs against every
-implementation listed in :data:`BROKERS` (the memory broker today; a second
-one adds itself there and must pass unchanged). Sinks record what the
-broker's fan-out sends them; ids are only ever compared through
-:class:`~streamer.broker.Position`.
+implementation listed in :data:`BROKERS`: the memory broker, and the Redis
+broker on a real redis-server (one for the session; each test has a key
+prefix of its own). Sinks record what the broker's fan-out sends them; ids
+are only ever compared through :class:`~streamer.broker.Position`.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import pytest
 
 from streamer.broker import Broker, BrokerClosed, Position, Resume
 from streamer.broker.memory import MemoryBroker
+from streamer.broker.redis import RedisBroker
 from streamer.fanout import Fanout
 from streamer.sse import ParsedEvent, parse_stream
 
 from .helpers import RecordingSink
+from .redis_support import RedisServer
 
 
 class OpenBroker(Protocol):
@@ -39,16 +41,29 @@ async def memory_broker(**options: Any) -> AsyncIterator[Broker]:
         await broker.aclose()
 
 
-BROKERS: dict[str, Callable[..., contextlib.AbstractAsyncContextManager[Broker]]] = {
-    "memory": memory_broker,
-}
+def redis_broker(url: str, prefix: str) -> OpenBroker:
+    @contextlib.asynccontextmanager
+    async def opener(**options: Any) -> AsyncIterator[Broker]:
+        broker = RedisBroker(url, Fanout(), prefix=prefix, **options)
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.aclose()
 
-
-@pytest.fixture(params=list(BROKERS))
-def open_broker(request: pytest.FixtureRequest) -> OpenBroker:
-    """Opens a fresh broker of each kind; options: ``history``, ``history_bytes``."""
-    opener: OpenBroker = BROKERS[request.param]
     return opener
+
+
+BROKERS = ["memory", "redis"]
+
+
+@pytest.fixture(params=BROKERS)
+def open_broker(request: pytest.FixtureRequest, redis_prefix: str) -> OpenBroker:
+    """Opens a fresh broker of each kind; options: ``history``, ``history_bytes``."""
+    if request.param == "memory":
+        return memory_broker
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return redis_broker(redis.url, redis_prefix)
 
 
 def received(sink: RecordingSink, resume: Resume | None = None) -> list[ParsedEvent]:
@@ -108,10 +123,12 @@ async def test_replay_then_live_is_exactly_once_with_concurrent_publishers(
     rng = random.Random(7)
     async with open_broker() as broker:
         published: list[str] = []
+        progress = asyncio.Event()  # set by each publish: joins happen while they go on
 
         async def publisher(name: str) -> None:
             for n in range(100):
                 published.append((await broker.publish("feed", f"{name}{n}")).id)
+                progress.set()
                 if rng.random() < 0.3:
                     await asyncio.sleep(0)
 
@@ -119,11 +136,11 @@ async def test_replay_then_live_is_exactly_once_with_concurrent_publishers(
 
         async def joiner() -> None:
             for _ in range(30):
-                await asyncio.sleep(0)
-                if published:
-                    since = rng.choice(published)
-                    sink = RecordingSink(frozenset({"feed"}))
-                    joined.append((since, sink, await broker.subscribe(sink, since)))
+                progress.clear()
+                await progress.wait()
+                since = rng.choice(published)
+                sink = RecordingSink(frozenset({"feed"}))
+                joined.append((since, sink, await broker.subscribe(sink, since)))
 
         await asyncio.gather(*(publisher(p) for p in "pqrs"), joiner())
         await settle(broker)

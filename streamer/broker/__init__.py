@@ -5,27 +5,34 @@ A broker assigns each published event its position, encodes it once (see
 frame to the :class:`~streamer.fanout.Fanout` it was given, which delivers it
 to local subscribers. The web layer sees only the :class:`Broker` protocol;
 the contract tests (``tests/test_broker_contract.py``) are its definition and
-run against every implementation. Only the memory broker exists so far.
+run against every implementation: ``memory`` (one process, the default) and
+``redis`` (Redis Streams, shared by every worker and host on one Redis).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import BrokerClosed
+from ..errors import BrokerClosed, BrokerUnavailable, StartupError
 from ..fanout import Fanout, Sink
 from ..settings import Settings
 from .model import Event, Health, Position, Resume
 
+if TYPE_CHECKING:
+    from .redis import RedisBroker
+
 __all__ = [
     "Broker",
     "BrokerClosed",
+    "BrokerUnavailable",
     "Event",
     "Health",
     "Position",
     "Resume",
+    "check_broker",
     "open_broker",
 ]
 
@@ -33,9 +40,12 @@ __all__ = [
 class Broker(Protocol):
     """What the web layer needs from a broker, whichever one runs."""
 
+    kind: str  # "memory", "redis"
+
     async def publish(self, topic: str, data: str, event: str = "message") -> Event:
         """Append an event to the log and schedule its delivery; returns it with its id.
-        Raises :class:`BrokerClosed` after :meth:`aclose`."""
+        Raises :class:`BrokerClosed` after :meth:`aclose`, :class:`BrokerUnavailable`
+        while the broker's store cannot be reached (at once: no request waits for it)."""
         ...
 
     async def subscribe(self, sink: Sink, last_event_id: str | None) -> Resume:
@@ -44,7 +54,8 @@ class Broker(Protocol):
 
         Every event is either in the returned replay or sent to the sink
         afterwards, never both and never neither. Raises :class:`BrokerClosed`
-        after :meth:`aclose`.
+        after :meth:`aclose`, :class:`BrokerUnavailable` when what was missed can only
+        be read from a store that cannot be reached now.
         """
         ...
 
@@ -54,6 +65,12 @@ class Broker(Protocol):
 
     def health(self) -> Health:
         """The broker's state, cheap enough to ask on every ``/healthz``."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this process is the one (of every worker and host on this broker) that
+        publishes the events of shared sources, such as the media folder's changes: each
+        change is then one event, however many processes watch the folder."""
         ...
 
     async def aclose(self) -> None:
@@ -70,12 +87,66 @@ async def open_broker(
     ``lanes`` gives topics a history of their own (that many events at most), so a
     busy topic cannot push the others' events out of resume history.
     """
-    from .memory import MemoryBroker
+    broker: Broker
+    if settings.broker == "memory":
+        from .memory import MemoryBroker
 
-    broker = MemoryBroker(
-        fanout, history=settings.history, history_bytes=settings.history_bytes, lanes=lanes
-    )
+        broker = MemoryBroker(
+            fanout, history=settings.history, history_bytes=settings.history_bytes, lanes=lanes
+        )
+    else:  # a Redis URL: settings checked it
+        redis_broker: RedisBroker = _redis_module().RedisBroker(
+            settings.broker,
+            fanout,
+            prefix=settings.redis_prefix,
+            history=settings.history,
+            history_bytes=settings.history_bytes,
+        )
+        try:
+            await redis_broker.start()
+        except BrokerUnavailable as exc:
+            await redis_broker.aclose()
+            raise StartupError(cannot_reach(settings.broker, exc)) from None
+        broker = redis_broker
     try:
         yield broker
     finally:
         await broker.aclose()
+
+
+async def check_broker(settings: Settings) -> None:
+    """Raise :class:`StartupError` (one line) when the broker cannot be used: before
+    several workers are started, so that one line is printed, not one per worker."""
+    if settings.broker == "memory":
+        return
+    try:
+        await _redis_module().ping(settings.broker)
+    except BrokerUnavailable as exc:
+        raise StartupError(cannot_reach(settings.broker, exc)) from None
+
+
+def _redis_module() -> ModuleType:
+    """:mod:`streamer.broker.redis`, or one clear line when redis-py is not installed."""
+    try:
+        from . import redis
+    except ImportError:  # redis-py is an extra
+        raise StartupError(
+            "--broker redis:// needs the redis package: pip install 'streamer[redis]'"
+        ) from None
+    return redis
+
+
+def cannot_reach(url: str, exc: BrokerUnavailable) -> str:
+    return f"cannot reach Redis at {_shown_url(url)}: {exc}"
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without its password, for the one line at startup."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()

@@ -16,48 +16,15 @@ resume history, and a lane only matters to the subscribers of its topics: a
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from ..errors import BrokerClosed
 from ..fanout import Fanout, Frame, Sink
 from ..sse import encode_event
+from .history import History, offset_of
 from .model import Event, Health, Position, Resume
-
-
-def _offset(event: Event) -> int:
-    return event.position.offset
-
-
-class _Lane:
-    """The history of some topics, bounded by event count and bytes."""
-
-    __slots__ = ("byte_limit", "events", "limit", "size", "trimmed")
-
-    def __init__(self, limit: int, byte_limit: int) -> None:
-        self.events: deque[Event] = deque()
-        self.limit = limit
-        self.byte_limit = byte_limit
-        self.size = 0
-        self.trimmed = 0  # the newest seq dropped from this lane (0: none yet)
-
-    def append(self, event: Event) -> None:
-        events = self.events
-        events.append(event)
-        self.size += len(event.frame.data)
-        while len(events) > self.limit or (self.size > self.byte_limit and len(events) > 1):
-            dropped = events.popleft()
-            self.size -= len(dropped.frame.data)
-            self.trimmed = dropped.position.offset
-
-    def after(self, seq: int) -> Iterator[Event]:
-        events = self.events
-        start = bisect.bisect_right(events, seq, key=_offset)
-        for index in range(start, len(events)):
-            yield events[index]
 
 
 class MemoryBroker:
@@ -76,9 +43,9 @@ class MemoryBroker:
         self.fanout = fanout
         self._seq = 0
         self._closed = False
-        self._main = _Lane(history, history_bytes)
+        self._main = History(history, history_bytes)
         self._own_lanes = {
-            topic: _Lane(limit, history_bytes) for topic, limit in (lanes or {}).items()
+            topic: History(limit, history_bytes) for topic, limit in (lanes or {}).items()
         }
 
     @property
@@ -114,11 +81,14 @@ class MemoryBroker:
     def health(self) -> Health:
         return Health(self.kind, "closed" if self._closed else "ok")
 
+    def leads(self) -> bool:
+        return True  # the only process there is
+
     async def aclose(self) -> None:
         self._closed = True
         self.fanout.flush()
 
-    def _lanes_for(self, topics: frozenset[str] | None) -> list[_Lane]:
+    def _lanes_for(self, topics: frozenset[str] | None) -> list[History]:
         """The lanes that can hold events of ``topics`` (``None``: every topic)."""
         if topics is None:
             return [self._main, *self._own_lanes.values()]
@@ -140,12 +110,12 @@ class MemoryBroker:
         if seq > self._seq:
             return Resume([], "unknown", head)
         lanes = self._lanes_for(topics)
-        if any(seq < lane.trimmed for lane in lanes):
+        if not all(lane.covers(seq) for lane in lanes):
             return Resume([], "too-old", head)
         missed: Iterable[Event]
         if len(lanes) == 1:
             missed = lanes[0].after(seq)
         else:
-            missed = heapq.merge(*(lane.after(seq) for lane in lanes), key=_offset)
+            missed = heapq.merge(*(lane.after(seq) for lane in lanes), key=offset_of)
         replay = [e.frame.data for e in missed if topics is None or e.frame.topic in topics]
         return Resume(replay, None, head)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..fanout import Frame
@@ -65,7 +66,9 @@ class Health:
     """A broker's own view of itself, for ``/healthz`` and ``/metrics``."""
 
     kind: str  # "memory", "redis"
-    state: str  # "ok", or what is wrong ("closed", ...)
+    state: str  # "ok", or what is wrong ("closed", "unavailable", ...)
+    detail: str = ""  # why, for people: "Connection refused", ...
+    counters: Mapping[str, int] = field(default_factory=dict)  # for /metrics, e.g. reconnects
 
     @property
     def ok(self) -> bool:

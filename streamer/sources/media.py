@@ -27,7 +27,8 @@ from typing import Any, Final
 
 from watchfiles import Change
 
-from ..errors import BrokerClosed
+from ..broker import Broker
+from ..errors import BrokerClosed, BrokerUnavailable
 from ..paths import clean_parts
 
 log = logging.getLogger("streamer.media")
@@ -43,6 +44,17 @@ EVENT_NAMES: Final = {
 }
 
 Publish = Callable[[str, str, str], Awaitable[Any]]  # (topic, data, event name)
+
+
+def led_by(broker: Broker) -> Publish:
+    """Publish through ``broker`` only while this process leads: every worker (and host)
+    watches the media folder, and each change must still be one event."""
+
+    async def publish(topic: str, data: str, event: str) -> None:
+        if broker.leads():
+            await broker.publish(topic, data, event)
+
+    return publish
 
 
 def relative_name(root: str, path: str) -> str | None:
@@ -103,6 +115,8 @@ class MediaEvents:
                 await self._on_change(_change_now(self.root, rel, kinds[rel]), rel)
             except BrokerClosed:
                 raise
+            except BrokerUnavailable as exc:
+                log.warning("cannot publish the change of %s: the broker is away (%s)", rel, exc)
             except Exception:  # one path's trouble must not lose the rest of the batch
                 log.exception("cannot publish the change of %s", rel)
 
@@ -140,6 +154,8 @@ class MediaEvents:
                             await self._send("modified", rel, now)
                         except BrokerClosed:
                             raise
+                        except BrokerUnavailable as exc:
+                            log.warning("cannot publish the change of %s: %s", rel, exc)
                         except Exception:
                             log.exception("cannot publish the change of %s", rel)
                 for rel, last in list(self._last.items()):

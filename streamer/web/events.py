@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import re
-from typing import Final
 
 from aiohttp import web
 
 from .. import sse
-from ..errors import BrokerClosed, Problem
+from ..errors import BrokerClosed, BrokerUnavailable, Problem
 from .clients import is_loopback
 from .formats import json_line
 from .keys import BROKER, EVENTS_FANOUT, SETTINGS
@@ -77,19 +77,22 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 await end_at_shutdown(request, response)  # for the life of every idle stream
     except BrokerClosed:
         raise broker_unavailable() from None
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc) from None
     finally:
         stream.stop_counting()
         broker.unsubscribe(stream)
     return response
 
 
-def broker_unavailable() -> Problem:
-    return Problem(
-        503, "broker-unavailable", "The event broker is not accepting requests.", headers=_RETRY
-    )
-
-
-_RETRY: Final = {"Retry-After": "1"}
+def broker_unavailable(cause: BrokerUnavailable | None = None) -> Problem:
+    """503 at once: the broker is shutting down (``cause`` None), or cannot reach its store."""
+    if cause is None:
+        detail, retry_after = "The event broker is not accepting requests.", 1.0
+    else:
+        detail, retry_after = f"The event broker cannot reach Redis: {cause}", cause.retry_after
+    seconds = str(max(1, math.ceil(retry_after)))
+    return Problem(503, "broker-unavailable", detail, headers={"Retry-After": seconds})
 
 
 # -- publishing ----------------------------------------------------------------
@@ -212,6 +215,8 @@ async def publish_event(request: web.Request) -> web.Response:
         published = await request.app[BROKER].publish(topic, data, event)
     except BrokerClosed:
         raise broker_unavailable() from None
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc) from None
     return web.json_response({"id": published.id, "topic": topic}, status=201, dumps=json_line)
 
 
