@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamer: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .workers import supervise
+
+        return supervise(settings)
     from .server import serve  # after settings: a bad flag fails before heavy imports
 
     try:

@@ -22,7 +22,7 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from .errors import StartupError
 from .logconfig import direct_handlers
 from .settings import Settings
 from .web.connections import Runner, connection_cap
+from .web.keys import WORKER
 from .web.ops import open_fds
 
 log = logging.getLogger("streamer")
@@ -99,10 +100,13 @@ def _escaped(text: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, app: web.Application | None = None) -> AsyncIterator[str]:
+async def running(
+    settings: Settings, app: web.Application | None = None, reuse_port: bool = False
+) -> AsyncIterator[str]:
     """Serve ``app`` (default: ``create_app(settings)``) until the block exits.
 
-    Yields the base URL, with the real port when ``settings.port`` is 0.
+    Yields the base URL, with the real port when ``settings.port`` is 0. With
+    ``reuse_port``, other processes may listen on the same port (``--workers``).
     """
     app = app if app is not None else create_app(settings)
     return_big_buffers_to_the_system()
@@ -126,7 +130,9 @@ async def running(settings: Settings, app: web.Application | None = None) -> Asy
             log.exception("error while stopping after a failed start")
         raise
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, backlog=4096, reuse_port=reuse_port or None
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -198,16 +204,30 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then shut down within ``shutdown_timeout``."""
+async def serve(
+    settings: Settings, worker: int | None = None, ready: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM, then shut down within ``shutdown_timeout``.
+
+    ``worker``: this is that worker of ``--workers`` (see :mod:`streamer.workers`): it
+    shares the port, labels its metrics, and calls ``ready`` once it listens.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running(settings) as url:
+    app = create_app(settings)
+    if worker is not None:
+        app[WORKER] = worker
+    async with running(settings, app, reuse_port=worker is not None) as url:
         tune_garbage_collector()
         kind = type(loop).__module__.partition(".")[0]  # "asyncio" or "uvloop"
-        log.info("streamer listening on %s (media %s, %s loop)", url, settings.media, kind)
+        if worker is None:
+            log.info("streamer listening on %s (media %s, %s loop)", url, settings.media, kind)
+        else:
+            log.info("worker %d (pid %d) serving %s (%s loop)", worker, os.getpid(), url, kind)
+        if ready is not None:
+            ready()
         await stop.wait()
         log.info("shutting down")
         stopping = time.monotonic()

@@ -24,5 +24,6 @@ SIDECAR_INDEX = web.AppKey("sidecar_index", SidecarIndex)
 SMALL_FILES = web.AppKey("small_files", SmallFileCache)
 LOG_HUB = web.AppKey("log_hub", LogHub)
 PAGE_ASSETS = web.AppKey("page_assets", dict[str, Asset])  # the dashboard: web/assets.py
+WORKER = web.AppKey("worker", int)  # which of --workers this process is (absent: the only one)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() at startup
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Final
 
 from aiohttp import web
 
 from .. import __version__
 from .formats import json_line
-from .keys import BROKER, EVENTS_FANOUT, LOG_HUB, SMALL_FILES, STARTED_AT, UNSENT
+from .keys import BROKER, EVENTS_FANOUT, LOG_HUB, SMALL_FILES, STARTED_AT, UNSENT, WORKER
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -20,8 +21,14 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "uptime": round(time.monotonic() - request.app[STARTED_AT], 3),
             "pid": os.getpid(),
+            **({"worker": request.app[WORKER]} if WORKER in request.app else {}),
             "subscribers": len(request.app[EVENTS_FANOUT]),
-            "broker": {"kind": health.kind, "state": health.state},
+            "broker": {
+                "kind": health.kind,
+                "state": health.state,
+                **({"detail": health.detail} if health.detail else {}),
+                **health.counters,
+            },
         },
         dumps=json_line,
     )
@@ -80,15 +87,51 @@ async def metrics(request: web.Request) -> web.Response:
             len(request.app[SMALL_FILES]),
         ),
     ]
+    health = request.app[BROKER].health()
+    samples.append(("streamer_broker_up", "gauge", "1 while the broker is ok.", int(health.ok)))
+    for counter, value in health.counters.items():
+        if counter in BROKER_SAMPLES:
+            samples.append((*BROKER_SAMPLES[counter], value))
+    # with --workers, each answers for itself: the label keeps their series apart
+    label = f'{{worker="{request.app[WORKER]}"}}' if WORKER in request.app else ""
     lines = []
     for name, kind, help_text, value in samples:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{label} {value}"]
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",
         charset="utf-8",
         headers={"Cache-Control": "no-store"},
     )
+
+
+BROKER_SAMPLES: Final = {  # Health.counters -> (name, type, help)
+    "reconnects": (
+        "streamer_broker_reconnects_total",
+        "counter",
+        "Times the broker's reader connected to Redis again.",
+    ),
+    "canary_failures": (
+        "streamer_broker_canary_failures_total",
+        "counter",
+        "Canaries that did not come back through the reader in time (it was restarted).",
+    ),
+    "breaker_opened": (
+        "streamer_broker_breaker_opened_total",
+        "counter",
+        "Times the circuit breaker around Redis opened.",
+    ),
+    "breaker_open": (
+        "streamer_broker_breaker_open",
+        "gauge",
+        "1 while the circuit breaker around Redis is open (publishes answer 503).",
+    ),
+    "leader": (
+        "streamer_broker_leader",
+        "gauge",
+        "1 while this worker is the one that publishes media folder changes.",
+    ),
+}
 
 
 def add_routes(app: web.Application) -> None:
