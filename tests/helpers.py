@@ -204,13 +204,16 @@ class CliServer:
         self.process = process
         self.url = url
         self.lines: list[str] = [listening]
+        self.collector: threading.Thread | None = None
         if collect:
-            threading.Thread(target=self._collect, daemon=True).start()
+            self.collector = threading.Thread(target=self._collect, daemon=True)
+            self.collector.start()
 
     def _collect(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+        with contextlib.suppress(ValueError, OSError):  # closed under it at the end
+            for line in self.process.stdout:
+                self.lines.append(line)
 
 
 @contextlib.contextmanager
@@ -227,6 +230,7 @@ def cli_server(
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
+    server = None
     try:
         assert process.stdout is not None
         url = None
@@ -240,11 +244,14 @@ def cli_server(
             if match:
                 url = match[1]
         assert url, "server did not start"
-        yield CliServer(process, url, line, collect)
+        server = CliServer(process, url, line, collect)
+        yield server
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal.SIGKILL)  # --workers: they follow it (PDEATHSIG)
         process.wait(5)
+        if server is not None and server.collector is not None:
+            server.collector.join(5)  # until the workers' ends of the pipe close too
         if process.stdout:
             process.stdout.close()
 

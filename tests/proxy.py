@@ -1,5 +1,6 @@
 """A TCP proxy on a free loopback port that can cut every connection it carries, to show
-what clients do when the network drops (the server itself stays up)."""
+what clients do when the network drops (the server itself stays up), or freeze them: a
+peer that silently stopped answering, with the connection still open."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class CuttingProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._frozen: set[int] = set()  # connections (by record) that relay nothing more
 
     async def __aenter__(self) -> CuttingProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -51,6 +53,11 @@ class CuttingProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def freeze(self) -> None:
+        """From now on, the connections open now carry nothing either way, and stay open;
+        connections made later work."""
+        self._frozen.update(range(len(self.requests)))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -60,10 +67,13 @@ class CuttingProxy:
         self._writers |= {writer, up_writer}
         record = len(self.requests)
         self.requests.append(b"")
+        never = asyncio.Event()
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if record in self._frozen:
+                        await never.wait()  # held open, relaying nothing, until cut
                     if log and len(self.requests[record]) < MAX_RECORDED:
                         self.requests[record] += data[:MAX_RECORDED]
                     dst.write(data)

@@ -36,6 +36,14 @@ class EventStream:
                 await self._read_more(timeout)
         return self.text
 
+    async def wait_new_text(self, needle: str, timeout: float = 5.0) -> str:
+        """Wait for ``needle`` to arrive after what was read so far (a next heartbeat)."""
+        start = len(self.text)
+        async with asyncio.timeout(timeout):
+            while needle not in self.text[start:]:
+                await self._read_more(timeout)
+        return self.text
+
     async def wait_events(self, count: int, timeout: float = 5.0) -> list[ParsedEvent]:
         async with asyncio.timeout(timeout):
             while len(self.events) < count:
