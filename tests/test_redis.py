@@ -65,7 +65,7 @@ async def health(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 
 
 async def broker_state_is(http: aiohttp.ClientSession, base: str, state: str) -> bool:
-    return (await health(http, base))["broker"]["state"] == state
+    return bool((await health(http, base))["broker"]["state"] == state)
 
 
 async def published_once_up(http: aiohttp.ClientSession, base: str, topic: str, body: str) -> str:

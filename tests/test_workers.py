@@ -170,7 +170,7 @@ async def test_a_worker_that_dies_is_started_again(
 
         async def replaced() -> bool:
             now = await worker_health(server.url)
-            return now[1]["pid"] != before[1]["pid"]
+            return bool(now[1]["pid"] != before[1]["pid"])
 
         await wait_for(replaced, timeout=15, interval=0.2)
         assert (await worker_health(server.url))[2]["pid"] == before[2]["pid"]
