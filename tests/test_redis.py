@@ -214,7 +214,7 @@ async def test_a_redis_outage_keeps_streams_open_answers_publishes_at_once_and_l
     own_redis: RedisServer, redis_prefix: str, http: aiohttp.ClientSession
 ) -> None:
     async with (
-        servers(own_redis.url, redis_prefix, count=2, heartbeat=0.25) as (a, b),
+        servers(own_redis.url, redis_prefix, count=2, heartbeat=0.25, history=5) as (a, b),
         subscribe(http, a, "t") as on_a,
         subscribe(http, b, "t") as on_b,
     ):
@@ -240,6 +240,13 @@ async def test_a_redis_outage_keeps_streams_open_answers_publishes_at_once_and_l
             for stream in (on_a, on_b):  # the streams stay open, with their heartbeats
                 await stream.wait_new_text(": ping\n\n", timeout=1)
         assert answered >= 10
+        # a resume the worker's recent history covers needs no Redis; an older one does
+        async with subscribe(http, a, "t", last_event_id=before[-2]) as stream:
+            assert ids_of(await stream.wait_events(1)) == before[-1:]
+        headers = {"Last-Event-ID": before[0]}
+        async with http.get(f"{a}/events", params={"topic": "t"}, headers=headers) as response:
+            await assert_problem(response, 503, "broker-unavailable")
+            assert int(response.headers["Retry-After"]) >= 1
         own_redis.start()
         after = [await published_once_up(http, (a, b)[n % 2], "t", f"a{n}") for n in range(10)]
         for stream in (on_a, on_b):

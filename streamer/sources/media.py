@@ -8,9 +8,11 @@ path: ``created`` and ``deleted`` go out at once, ``modified`` at most once
 per :data:`INTERVAL` per path (the first at once, the rest held and sent
 when the interval since the path's previous event is over), so the final
 size is always announced within about a second of the last write. The
-broker keeps this topic's history in a lane of its own (:data:`HISTORY`),
+memory broker keeps this topic's history in a lane of its own (:data:`HISTORY`),
 so a burst of file changes cannot push published events out of resume
-history.
+history (the Redis broker has one stream for every topic). With several
+workers or hosts each watches the folder, and only the elected one publishes
+(:func:`led_by`).
 """
 
 from __future__ import annotations
