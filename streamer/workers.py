@@ -26,6 +26,7 @@ import ctypes
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -281,3 +282,6 @@ def die_with_parent() -> None:
     SIGKILL: no worker is left serving on its own (Linux; elsewhere nothing happens)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before that call
+        sys.exit(0)
