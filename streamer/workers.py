@@ -168,7 +168,8 @@ class Supervisor:
                     for worker in self.workers.values():
                         if worker.error is not None:
                             return worker.error
-                        if not worker.ready and not worker.process.is_alive():
+                        if not worker.ready and worker.exited.is_set():
+                            worker.process.join(1)
                             code = worker.process.exitcode
                             return f"worker {worker.index} exited at startup (code {code})"
                     if self.stopping.is_set() or all(w.ready for w in self.workers.values()):
@@ -184,8 +185,9 @@ class Supervisor:
         while not self.stopping.is_set():
             self.changed.clear()
             for index, worker in list(self.workers.items()):
-                if worker.process.is_alive() or index in restarts:
+                if not worker.exited.is_set() or index in restarts:
                     continue
+                worker.process.join(1)  # it is exiting (its end of the sentinel closed)
                 ran = time.monotonic() - worker.started
                 deaths = 1 if ran >= STABLE_AFTER else self.failures.get(index, 0) + 1
                 self.failures[index] = deaths
@@ -221,7 +223,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """SIGTERM to every worker; SIGKILL to any still there after the timeout."""
-        alive = [w for w in self.workers.values() if _alive(w)]
+        alive = [w for w in self.workers.values() if not w.exited.is_set()]
         if not alive:
             return
         log.info("stopping %d workers", len(alive))
@@ -232,20 +234,13 @@ class Supervisor:
             async with asyncio.timeout(self.settings.shutdown_timeout + KILL_MARGIN):
                 await asyncio.gather(*(worker.exited.wait() for worker in alive))
         for worker in alive:
-            if _alive(worker):
+            if not worker.exited.is_set():
                 log.warning("worker %d did not stop in time: killing it", worker.index)
                 worker.process.kill()
             worker.process.join(1)
         for worker in self.workers.values():
             with contextlib.suppress(ValueError):
                 self._forget(worker)
-
-
-def _alive(worker: Worker) -> bool:
-    try:
-        return worker.process.is_alive()
-    except ValueError:  # closed: it was forgotten after it exited
-        return False
 
 
 async def _first(*waits: Coroutine[object, object, object]) -> None:

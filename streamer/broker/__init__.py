@@ -137,16 +137,4 @@ def _redis_module() -> ModuleType:
 
 
 def cannot_reach(url: str, exc: BrokerUnavailable) -> str:
-    return f"cannot reach Redis at {_shown_url(url)}: {exc}"
-
-
-def _shown_url(url: str) -> str:
-    """``url`` without its password, for the one line at startup."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    return f"cannot reach Redis at {_redis_module().shown_url(url)}: {exc}"

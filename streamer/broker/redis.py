@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -150,6 +151,16 @@ async def _reaching(call: Awaitable[T]) -> T:
         raise BrokerUnavailable(_reason(exc), 1) from None
 
 
+def shown_url(url: str) -> str:
+    """``url`` without its password, for log lines and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
@@ -163,7 +174,8 @@ class CircuitBreaker:
     as a probe; its success (or the reader reaching Redis again) closes it.
     """
 
-    def __init__(self, base_delay: float = 0.25, max_delay: float = 5.0) -> None:
+    def __init__(self, name: str, base_delay: float = 0.1, max_delay: float = 2.0) -> None:
+        self.name = name  # for its two log lines: opened, closed
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.failures = 0
@@ -190,6 +202,7 @@ class CircuitBreaker:
     def failed(self, reason: str) -> None:
         if not self.failures:
             self.opened += 1
+            log.warning("redis unreachable at %s: %s", self.name, reason)
         self.failures += 1
         self.reason = reason
         self._probing = False
@@ -197,14 +210,17 @@ class CircuitBreaker:
         self._until = time.monotonic() + delay * random.uniform(0.5, 1.0)
 
     def succeeded(self) -> None:
+        if self.failures:
+            log.info("redis reachable again at %s", self.name)
         self.failures = 0
         self.reason = ""
         self._probing = False
 
 
-def backoff_delays(base: float = 0.1, cap: float = 5.0) -> Iterable[float]:
+def backoff_delays(base: float = 0.05, cap: float = 1.0) -> Iterable[float]:
     """Reconnect delays: exponential, capped, with full jitter (no herd of workers
-    reconnecting in step)."""
+    reconnecting in step). Capped low: it is one connection per worker, and the
+    delay is how long delivery waits after Redis is back."""
     for attempt in range(1_000_000):
         yield random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
@@ -246,7 +262,7 @@ class RedisBroker:
         self._sync_epoch = self.redis.register_script(SYNC_EPOCH)
         self._renew = self.redis.register_script(RENEW)
         self._release = self.redis.register_script(RELEASE)
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(shown_url(url))
         self.epoch = 0
         self._floor = 0  # where this epoch's history starts
         self._delivered = 0  # the offset of the last event handed to the fan-out
@@ -473,7 +489,8 @@ class RedisBroker:
             try:
                 if not fresh:
                     await self._adopt_epoch()
-                    await self._check_gap()
+                    await self._check_gap()  # on the reader's own, new connection
+                    self.breaker.succeeded()  # Redis is back: publishing may go on at once
                 fresh = False
                 while not self._closed and self._reader is me:
                     epoch = self.epoch
@@ -486,9 +503,7 @@ class RedisBroker:
                         count=READ_COUNT,
                         block=self.block_ms,
                     )
-                    if self.breaker.is_open:
-                        self.breaker.succeeded()  # the reader reached Redis: it is back
-                        log.info("redis reachable again at %s", self.url)
+                    self.breaker.succeeded()  # the reader reached Redis: it is there
                     delays = iter(backoff_delays())
                     if epoch == self.epoch and self._reader is me:  # else it is stale
                         await self._take(reply)
@@ -497,10 +512,7 @@ class RedisBroker:
             except (*UNREACHABLE, redis_errors.RedisError) as exc:
                 if self._closed or self._reader is not me:  # its connection was cut
                     return
-                reason = _reason(exc)
-                if not self.breaker.is_open:
-                    log.warning("redis unreachable at %s: %s", self.url, reason)
-                self.breaker.failed(reason)
+                self.breaker.failed(_reason(exc))
                 self.reconnects += 1
                 await self._drop_reader_client()
                 await asyncio.sleep(next(delays))
