@@ -351,8 +351,7 @@ class RedisBroker:
                 await self._reaching_or_trip(self._adopt_epoch())
                 continue
             except UNREACHABLE as exc:
-                self.breaker.failed(_reason(exc))
-                raise BrokerUnavailable(_reason(exc), self.breaker.retry_after()) from None
+                raise await self._trip(exc) from None
             self.breaker.succeeded()
             self._published = max(self._published, offset)
             position = Position(epoch, offset)
@@ -666,8 +665,17 @@ class RedisBroker:
         try:
             return await call
         except UNREACHABLE as exc:
-            self.breaker.failed(_reason(exc))
-            raise BrokerUnavailable(_reason(exc), self.breaker.retry_after()) from None
+            raise await self._trip(exc) from None
+
+    async def _trip(self, exc: BaseException) -> BrokerUnavailable:
+        """Open the breaker, and drop the pool's idle connections: after a restart of
+        Redis each of them is as dead as the one that failed, and would fail one
+        publish each (one probe after another, seconds after Redis was back)."""
+        reason = _reason(exc)
+        self.breaker.failed(reason)
+        with contextlib.suppress(Exception):
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+        return BrokerUnavailable(reason, self.breaker.retry_after())
 
 
 class _Keys:
