@@ -18,6 +18,20 @@ the same command run in an older checkout (``--before DIR``, e.g. a
 runs its default, asyncio). ``--before`` adds
 streamer-before to the default servers; pick any set with ``--servers``.
 
+Two more run streamer on the Redis broker (issue 12): ``streamer-redis`` (one
+process, ``--broker redis://...``) and ``streamer-redis-2w`` (``--workers 2``:
+a supervisor and two worker processes on one port). The bench starts a
+redis-server of its own on a free loopback port (no persistence, in a temporary
+directory; flushed, and a fresh ``--redis-prefix``, for every run) and stops it
+at the end. Server CPU and RSS are summed over the process started and all its
+descendants; redis-server's CPU is reported beside it, and with it in "CPU s per
+million deliveries (server+redis)". redis-server shares the server's CPU. Two
+workers pinned to one CPU could not run in parallel, so ``--multi-pin`` says
+where the 2-worker variant goes: ``free`` (default: server and redis-server
+unpinned, the load client still on its CPU), ``server`` (everything on the
+server's CPU: the cost of the split, not its gain) or ``none`` (nothing pinned,
+the client neither). The table shows the pinning of every run.
+
 The default offered load is 1,000,000 deliveries/s (1000 ev/s to 1k
 subscribers, 100 ev/s to 10k): far beyond what the baseline sustains, so its
 deliveries/s is its maximum and its latency is mostly queueing. Events are
@@ -29,6 +43,9 @@ streamer's per-iteration coalescing never applies (try ``--publishers 1``).
     python bench/fanout.py --subscribers 200 --duration 3               # quick check
     python bench/fanout.py --subscribers 1000 10000 --rate 100 10       # unsaturated
     python bench/fanout.py --publishers 1                               # one publisher connection
+    # the Redis broker, one process and two workers, beside the memory broker:
+    python bench/fanout.py --subscribers 10000 --rate 100 \
+        --servers streamer streamer-redis streamer-redis-2w
     # + the old code (DIR: e.g. `git worktree add DIR <commit>`) and both loops, ~5 minutes:
     python bench/fanout.py --before DIR --servers \
         streamer-asyncio streamer-before streamer-uvloop baseline
@@ -42,8 +59,11 @@ import json
 import os
 import platform
 import re
+import resource
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,10 +71,16 @@ from typing import Any
 
 from variants import (  # bench/ is on sys.path
     LOOP_VARIANTS,
+    REDIS_SERVER,
+    RedisServer,
     before_tree,
     clean_env,
     git_commit,
+    kill_leftovers,
     old_command,
+    process_tree,
+    redis_command,
+    set_affinity,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -77,14 +103,19 @@ STREAMER = [
     "--log-level",
     "info",  # the "listening on" line is logged at INFO
 ]
+# filled in for each run: the bench's own redis-server, and a prefix no other run used
+REDIS = ["--broker", "{redis_url}", "--redis-prefix", "{redis_prefix}"]
 SERVERS: dict[str, list[str]] = {
     "streamer": STREAMER,
     "streamer-before": STREAMER,  # run in --before DIR, less the flags it lacks (see main)
     **{name: [*STREAMER, *flags] for name, flags in LOOP_VARIANTS.items()},
+    "streamer-redis": [*STREAMER, *REDIS],
+    "streamer-redis-2w": [*STREAMER, *REDIS, "--workers", "2"],
     "baseline": [PYTHON, str(HERE / "baseline_queue.py"), "--port", "0", "--log-level", "info"],
 }
 DEFAULT_SERVERS = ["streamer", "baseline"]  # plus streamer-before with --before
 CWD: dict[str, Path] = {}  # a server's working directory when not ROOT
+# with --workers, the supervisor's line, once every worker listens (theirs say "serving")
 LISTENING = re.compile(r"listening on (http://[^\s)]+)")
 
 
@@ -100,15 +131,45 @@ def pin(cpu: int | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
+def uses_redis(name: str) -> bool:
+    return "{redis_url}" in SERVERS[name]
+
+
+def workers(name: str) -> int:
+    command = SERVERS[name]
+    return int(command[command.index("--workers") + 1]) if "--workers" in command else 1
+
+
+def placement(name: str, multi_pin: str) -> dict[str, int | None]:
+    """The CPU of the server (and all its processes), its redis-server and the load
+    client for one run; None: not pinned."""
+    server_cpu, client_cpu = cpus()
+    redis_cpu = server_cpu if uses_redis(name) else None
+    if workers(name) > 1 and multi_pin != "server":
+        server_cpu = redis_cpu = None
+        if multi_pin == "none":
+            client_cpu = None
+    return {"server": server_cpu, "redis": redis_cpu, "client": client_cpu}
+
+
+def pinning_text(where: dict[str, int | None], redis: bool) -> str:
+    def cpu(value: int | None) -> str:
+        return "any" if value is None else str(value)
+
+    redis_text = cpu(where["redis"]) if redis else "-"
+    return f"{cpu(where['server'])}/{redis_text}/{cpu(where['client'])}"
+
+
 @contextlib.contextmanager
-def server(name: str, log: Path, cpu: int | None) -> Iterator[tuple[str, int]]:
-    """Start one server, yield (base URL, pid); always stopped on exit.
+def server(name: str, log: Path, cpu: int | None, command: list[str]) -> Iterator[tuple[str, int]]:
+    """Start one server, yield (base URL, pid); always stopped on exit, with every process
+    it started (``--workers``).
 
     Its output goes to ``log``: a pipe would need a reader competing for CPU.
     """
     with log.open("wb") as output:
         process = subprocess.Popen(
-            SERVERS[name],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -129,6 +190,7 @@ def server(name: str, log: Path, cpu: int | None) -> Iterator[tuple[str, int]]:
                 time.sleep(0.05)
         yield url, process.pid
     finally:
+        family = process_tree(process.pid)  # workers too: a supervisor killed leaves them
         if process.poll() is None:
             process.terminate()
             try:
@@ -136,15 +198,25 @@ def server(name: str, log: Path, cpu: int | None) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        time.sleep(0.1)
+        if killed := kill_leftovers(family):
+            print(f"    killed {name}'s processes left running: {killed}", flush=True)
 
 
 def run_client(
-    url: str, pid: int, subscribers: int, rate: float, args: argparse.Namespace, cpu: int | None
+    url: str,
+    pid: int,
+    subscribers: int,
+    rate: float,
+    args: argparse.Namespace,
+    cpu: int | None,
+    redis_pid: int | None = None,
 ) -> dict[str, Any]:
     command = [
         PYTHON,
         str(HERE / "sse_load.py"),
         *("--url", url, "--server-pid", str(pid), "--subscribers", str(subscribers)),
+        *(("--redis-pid", str(redis_pid)) if redis_pid else ()),
         *("--rate", str(rate), "--duration", str(args.duration)),
         *("--drain-timeout", str(args.drain_timeout), "--payload", str(args.payload)),
         *("--publishers", str(args.publishers)),
@@ -181,47 +253,61 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def table(runs: list[dict[str, Any]]) -> str:
     rows = [
-        "| server | subs | ev/s | offered/s | deliveries/s | delivered | p50 ms | p99 ms | max ms "
-        "| lost | dup | late | dropped | KiB/idle sub | CPU srv/cli | srv CPU µs/delivery |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | pin srv/redis/cli | subs | ev/s | offered/s | deliveries/s | delivered "
+        "| p50 ms | p99 ms | max ms | lost | dup | late | dropped | KiB/idle sub "
+        "| CPU srv/redis/cli | srv CPU µs/delivery | CPU s/M deliveries (srv+redis) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if "error" in r:
             rows.append(
-                f"| {r['server']} | {r['subscribers']} | {r['rate']:g} | failed: "
-                f"{r['error'].splitlines()[0][:80]} |" + " |" * 12
+                f"| {r['server']} | {r.get('pinning_text', '-')} | {r['subscribers']} "
+                f"| {r['rate']:g} | failed: {r['error'].splitlines()[0][:80]} |" + " |" * 13
             )
             continue
+        redis_pct = f"{r['redis_cpu_pct']:.0f}%" if "redis_cpu_pct" in r else "-"
         rows.append(
-            f"| {r['server']} | {r['subscribers']:,} | {r['rate']:g} "
+            f"| {r['server']} | {r['pinning_text']} | {r['subscribers']:,} | {r['rate']:g} "
             f"| {r['offered_deliveries_per_s']:,} | {r['deliveries_per_s']:,} "
             f"| {r['delivered_pct']}% | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
             f"| {fmt(r['max_ms'])} | {r['lost']:,} | {r['duplicated']:,} "
             f"| {r['undelivered_late']:,} | {r['dropped_connections']:,} "
             f"| {r['rss_per_idle_subscriber_kib']:.2f} "
-            f"| {r['server_cpu_pct']:.0f}% / {r['client_cpu_pct']:.0f}% "
-            f"| {fmt(r.get('server_cpu_us_per_delivery'), 3)} |"
+            f"| {r['server_cpu_pct']:.0f}% / {redis_pct} / {r['client_cpu_pct']:.0f}% "
+            f"| {fmt(r.get('server_cpu_us_per_delivery'), 3)} "
+            f"| {fmt(r.get('total_cpu_s_per_million'), 3)} |"
         )
     lines = [*rows, ""]
     by_key = {(r["server"], r["subscribers"], r["rate"]): r for r in runs if "error" not in r}
+    pairs = [
+        *(("streamer", other) for other in ("baseline", "streamer-before", *LOOP_VARIANTS)),
+        ("streamer-redis", "streamer"),
+        ("streamer-redis-2w", "streamer-redis"),
+    ]
     for subs, rate in sorted({(r["subscribers"], r["rate"]) for r in runs}):
-        ours = by_key.get(("streamer", subs, rate))
-        for other in ("baseline", "streamer-before", *LOOP_VARIANTS):
-            base = by_key.get((other, subs, rate))
+        for mine, other in pairs:
+            ours, base = by_key.get((mine, subs, rate)), by_key.get((other, subs, rate))
             if not (ours and base):
                 continue
             speedup = ours["deliveries_per_s"] / max(1, base["deliveries_per_s"])
-            text = f"- {subs:,} subs x {rate:g} ev/s: deliveries/s streamer/{other} x{speedup:.2f}"
+            text = f"- {subs:,} subs x {rate:g} ev/s: deliveries/s {mine}/{other} x{speedup:.2f}"
             if ours.get("server_cpu_us_per_delivery") and base.get("server_cpu_us_per_delivery"):
                 cost = ours["server_cpu_us_per_delivery"] / base["server_cpu_us_per_delivery"]
-                text += f", server CPU per delivery streamer/{other} x{cost:.2f}"
+                text += f", server CPU per delivery {mine}/{other} x{cost:.2f}"
+            if ours.get("total_cpu_s_per_million") and base.get("total_cpu_s_per_million"):
+                cost = ours["total_cpu_s_per_million"] / base["total_cpu_s_per_million"]
+                text += f" (with redis x{cost:.2f})"
             if ours["p99_ms"] and base["p99_ms"]:
-                text += f", p99 {other}/streamer x{base['p99_ms'] / ours['p99_ms']:.1f}"
+                text += f", p99 {other}/{mine} x{base['p99_ms'] / ours['p99_ms']:.1f}"
             if ours["rss_per_idle_subscriber_kib"] and base["rss_per_idle_subscriber_kib"]:
                 memory = ours["rss_per_idle_subscriber_kib"] / base["rss_per_idle_subscriber_kib"]
-                text += f", RSS per idle subscriber streamer/{other} x{memory:.2f}"
+                text += f", RSS per idle subscriber {mine}/{other} x{memory:.2f}"
             lines.append(text)
-    notes = []
+    notes = [
+        "- pin srv/redis/cli: the CPU of the server (all its processes), of redis-server and "
+        "of the load client; any: not pinned. srv CPU µs/delivery (server only) is the same "
+        "unit as CPU s per million deliveries, which adds redis-server's CPU",
+    ]
     for r in runs:
         if "error" in r:
             continue
@@ -229,6 +315,14 @@ def table(runs: list[dict[str, Any]]) -> str:
         if r["client_cpu_pct"] >= 90:
             notes.append(
                 f"- {name}: load client at {r['client_cpu_pct']:.0f}% CPU: may be the limit"
+            )
+        processes = r.get("server_processes", [1, 1])
+        fds = r.get("open_fds_idle", {})
+        if processes[0] > 1 or processes != [processes[0]] * 2:
+            spread = " / ".join(f"{n:,}" for n in fds.values())
+            notes.append(
+                f"- {name}: {processes[0]} server processes at the start, {processes[1]} at the "
+                f"end; open files per process with every subscriber connected: {spread}"
             )
         if r["undelivered_late"]:
             notes.append(
@@ -249,8 +343,7 @@ def table(runs: list[dict[str, Any]]) -> str:
             notes.append(
                 f"- {name}: {r['publish_failed']} publishes failed: {r['publish_errors'][:2]}"
             )
-    if notes:
-        lines += ["", *notes]
+    lines += ["", *notes]
     return "\n".join(lines)
 
 
@@ -279,7 +372,12 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         "python": versions[1] if len(versions) > 1 else None,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "pinning": dict(zip(("server", "client"), cpus(), strict=True)),
+        "pinning": {name: placement(name, args.multi_pin) for name in args.servers},
+        "redis_server": subprocess.run(
+            [REDIS_SERVER, "--version"], capture_output=True, text=True
+        ).stdout.strip()
+        if any(uses_redis(name) for name in args.servers)
+        else None,
         "args": vars(args),
         "servers": {name: SERVERS[name] for name in args.servers},
         "cwd": {name: str(CWD.get(name, ROOT)) for name in args.servers},
@@ -330,6 +428,13 @@ def main() -> None:
         metavar="DIR",
         help="an older checkout of this repository: adds streamer-before, run there",
     )
+    parser.add_argument(
+        "--multi-pin",
+        choices=["free", "server", "none"],
+        default="free",
+        help="where a server with several workers runs: free (server and redis unpinned, "
+        "load client on its CPU), server (all on the server's CPU), none (nothing pinned)",
+    )
     args = parser.parse_args()
     rates = rates_for(args, parser)
     if args.servers is None:
@@ -344,36 +449,82 @@ def main() -> None:
         if dropped:
             print(f"streamer-before: {' '.join(dropped)} not in {args.before}, left out")
 
+    signal.signal(signal.SIGTERM, stopped)  # clean up as after Ctrl-C
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # servers inherit it
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"fanout-{stamp}.json"
-    server_cpu, client_cpu = cpus()
     report: dict[str, Any] = {"meta": metadata(args), "runs": []}
     runs: list[dict[str, Any]] = report["runs"]
-    for subscribers, rate in zip(args.subscribers, rates, strict=True):
-        for name in args.servers:
-            print(f"{name}: {subscribers:,} subscribers, {rate:g} ev/s", flush=True)
-            log = RESULTS / f"fanout-{stamp}-{name}-{subscribers}.log"
-            try:
-                with server(name, log, server_cpu) as (url, pid):
-                    result = run_client(url, pid, subscribers, rate, args, client_cpu)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
-                print(f"    failed: {exc}", flush=True)
-                result = {"subscribers": subscribers, "rate": rate, "error": str(exc)}
-            result["server"] = name
-            if "server_cpu_s" in result:
-                per = result["server_cpu_s"] / max(1, result["deliveries"])
-                result["server_cpu_us_per_delivery"] = round(per * 1e6, 3)
-            result["server_log"] = str(log.relative_to(ROOT))
-            runs.append(result)
-            out.write_text(json.dumps(report, indent=2))  # partial results survive a crash
+    with contextlib.ExitStack() as cleanup:
+        redis = None
+        if any(uses_redis(name) for name in args.servers):
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fanout-"))
+            redis = RedisServer(Path(directory), log=RESULTS / f"fanout-{stamp}-redis.log")
+            cleanup.enter_context(redis)
+            print(f"redis-server on {redis.url} (pid {redis.pid}, no persistence)", flush=True)
+        for subscribers, rate in zip(args.subscribers, rates, strict=True):
+            for name in args.servers:
+                runs.append(one_run(name, subscribers, rate, args, stamp, redis))
+                out.write_text(json.dumps(report, indent=2))  # partial results survive a crash
     print()
     print(
         f"{args.duration:g} s of ~{args.payload}-byte events over {args.publishers} publisher "
-        f"connection(s); server on CPU {server_cpu}, load client on CPU {client_cpu}\n"
+        f"connection(s); --multi-pin {args.multi_pin}\n"
     )
     print(table(runs))
     print(f"\nraw results: {out.relative_to(ROOT)}")
+
+
+def one_run(
+    name: str,
+    subscribers: int,
+    rate: float,
+    args: argparse.Namespace,
+    stamp: str,
+    redis: RedisServer | None,
+) -> dict[str, Any]:
+    where = placement(name, args.multi_pin)
+    text = pinning_text(where, uses_redis(name))
+    print(
+        f"{name}: {subscribers:,} subscribers, {rate:g} ev/s, pin srv/redis/cli {text}",
+        flush=True,
+    )
+    log = RESULTS / f"fanout-{stamp}-{name}-{subscribers}.log"
+    values = {}
+    redis_pid = None
+    if uses_redis(name):
+        assert redis is not None
+        redis_command(redis.port, "FLUSHALL")  # nothing of the runs before
+        cpu = where["redis"]
+        set_affinity(redis.pid, {cpu} if cpu is not None else os.sched_getaffinity(0))
+        prefix = f"fanout-{stamp}-{name}-{subscribers}-{rate:g}"
+        values = {"redis_url": redis.url, "redis_prefix": prefix}
+        redis_pid = redis.pid
+    command = [token.format(**values) if "{" in token else token for token in SERVERS[name]]
+    try:
+        with server(name, log, where["server"], command) as (url, pid):
+            result = run_client(url, pid, subscribers, rate, args, where["client"], redis_pid)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+        print(f"    failed: {exc}", flush=True)
+        result = {"subscribers": subscribers, "rate": rate, "error": str(exc)}
+    result["server"] = name
+    result["command"] = command
+    result["pinning"] = where
+    result["pinning_text"] = text
+    if "server_cpu_s" in result:
+        deliveries = max(1, result["deliveries"])
+        result["server_cpu_us_per_delivery"] = round(result["server_cpu_s"] / deliveries * 1e6, 3)
+        total = result["server_cpu_s"] + result.get("redis_cpu_s", 0.0)
+        result["total_cpu_s_per_million"] = round(total / deliveries * 1e6, 3)
+    result["server_log"] = str(log.relative_to(ROOT))
+    return result
+
+
+def stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ Measures, against one running server (streamer or bench/baseline_queue.py):
 * server RSS (``/proc/PID/status``) before subscribing, with N idle
   subscribers (-> bytes per idle subscriber) and at the end; the CPU share
   the server and this client used while publishing and draining (a client
-  near 100% means the client, not the server, set the pace).
+  near 100% means the client, not the server, set the pace). The server is
+  ``--server-pid`` and all its descendants (``--workers``: the supervisor and
+  every worker), RSS and CPU summed; ``--redis-pid`` adds a redis-server's CPU.
 
 Subscribers are raw asyncio protocols (uvloop when importable) opened in
 batches. Every subscriber checks the ids of what it reads: per read it counts
@@ -48,8 +50,9 @@ import resource
 import sys
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, cast
+
+from variants import process_tree, tree_cpu_seconds, tree_rss_kib  # bench/ is on sys.path
 
 TOPIC = "bench"
 SUBSCRIBE = f"GET /events?topic={TOPIC} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
@@ -57,7 +60,6 @@ CONNECTED = b": connected\n\n"
 ID = b"id: "
 DATA = b"\ndata: "
 MAX_TAIL = 64 * 1024  # an unfinished event longer than this means the stream is broken
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- measurements shared by all subscribers ------------------------------------------------
@@ -364,16 +366,19 @@ async def publish(publishing: Publishing, rate: float, duration: float) -> tuple
 # -- server-side numbers ---------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+# A server is the process started and all its descendants (``--workers``: a supervisor,
+# its workers, multiprocessing's resource tracker): RSS and CPU are summed over them.
+rss_kib = tree_rss_kib
+cpu_seconds = tree_cpu_seconds
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+def open_fds(pid: int) -> dict[int, int]:
+    """Open files per process of the server: how the kernel spread the connections."""
+    counts = {}
+    for member in sorted(process_tree(pid)):
+        with contextlib.suppress(OSError):
+            counts[member] = len(os.listdir(f"/proc/{member}/fd"))
+    return counts
 
 
 def own_cpu_seconds() -> float:
@@ -433,6 +438,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     health_idle = await http_get_json(host, port, "/healthz")
     await asyncio.sleep(args.settle)
     rss_idle = rss_kib(pid) if pid else 0
+    fds_idle = open_fds(pid) if pid else {}
 
     publisher = Publishing(args.payload)
     for _ in range(args.publishers):
@@ -443,6 +449,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     gc.freeze()  # the 10k long-lived protocol objects: no need to scan them again
     gc.disable()
+    processes_start = len(process_tree(pid)) if pid else 0
+    redis_cpu0 = cpu_seconds(args.redis_pid) if args.redis_pid else 0.0
     server_cpu0, client_cpu0 = cpu_seconds(pid) if pid else 0.0, own_cpu_seconds()
     start_ns, end_ns = await publish(publisher, args.rate, args.duration)
 
@@ -467,6 +475,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if s.transport is not None and not s.closed_by_server:
             s.transport.pause_reading()
     server_cpu1, client_cpu1 = cpu_seconds(pid) if pid else 0.0, own_cpu_seconds()
+    redis_cpu1 = cpu_seconds(args.redis_pid) if args.redis_pid else 0.0
+    processes_end = len(process_tree(pid)) if pid else 0
     gc.enable()
 
     # Snapshot before anything else can arrive.
@@ -555,6 +565,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_s": round(server_cpu1 - server_cpu0, 3),
         "client_cpu_s": round(client_cpu1 - client_cpu0, 3),
         "cpu_window_s": round(window, 3),
+        "server_processes": [processes_start, processes_end],  # at the window's start, end
+        "open_fds_idle": fds_idle,  # per server process, with every subscriber connected
+        **(
+            {
+                "redis_cpu_pct": round(100 * (redis_cpu1 - redis_cpu0) / window, 1),
+                "redis_cpu_s": round(redis_cpu1 - redis_cpu0, 3),
+            }
+            if args.redis_pid
+            else {}
+        ),
         "loop": type(loop).__module__.split(".")[0],
     }
     return result
@@ -573,13 +593,22 @@ def summary(r: dict[str, Any]) -> str:
         f"dropped conns {r['dropped_connections']}; "
         f"RSS {r['rss_per_idle_subscriber_kib']} KiB/idle sub; "
         f"CPU server {r['server_cpu_pct']}% client {r['client_cpu_pct']}%"
+        + (f" redis {r['redis_cpu_pct']}%" if "redis_cpu_pct" in r else "")
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="server base URL, http://127.0.0.1:PORT")
-    parser.add_argument("--server-pid", type=int, default=0, help="for RSS and CPU (0: skip)")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        default=0,
+        help="for RSS and CPU, summed over it and its descendants (0: skip)",
+    )
+    parser.add_argument(
+        "--redis-pid", type=int, default=0, help="a redis-server whose CPU to report too"
+    )
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="events published per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
