@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fanout import STREAMER, server  # bench/ is on sys.path
+from fanout import fmt as fanout_fmt
 from variants import RedisServer, git_commit, process_tree, redis_command, set_affinity
 
 HERE = Path(__file__).resolve().parent
@@ -694,11 +695,7 @@ def run_part(
 
 
 def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3f}"
-    return str(value)
+    return fanout_fmt(value, 3)
 
 
 def latency_table(runs: list[dict[str, Any]]) -> str:

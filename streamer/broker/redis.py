@@ -511,7 +511,7 @@ class RedisBroker:
             except (*UNREACHABLE, redis_errors.RedisError) as exc:
                 if self._closed or self._reader is not me:  # its connection was cut
                     return
-                self.breaker.failed(_reason(exc))
+                await self._trip(exc)  # the pool's idle connections are as dead as this one
                 self.reconnects += 1
                 await self._drop_reader_client()
                 await asyncio.sleep(next(delays))
