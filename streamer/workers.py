@@ -112,6 +112,8 @@ class Supervisor:
             error = await self.all_ready()
             if error is not None:
                 raise StartupError(error)
+            if self.stopping.is_set():  # SIGTERM while they started
+                return 0
             url = f"http://{url_host(self.settings.host)}:{self.settings.port}"
             log.info(
                 "streamer listening on %s (%d workers, media %s, broker %s)",
@@ -193,11 +195,12 @@ class Supervisor:
                 self.failures[index] = deaths
                 delay = RESTART_DELAYS[min(deaths, len(RESTART_DELAYS)) - 1]
                 log.warning(
-                    "worker %d (pid %s) exited with code %s after %.1f s: restarting in %.1f s",
+                    "worker %d (pid %s) exited with code %s after %.1f s%s: restarting in %.1f s",
                     index,
                     worker.process.pid,
                     worker.process.exitcode,
                     ran,
+                    f" ({worker.error})" if worker.error else "",
                     delay,
                 )
                 self._forget(worker)
@@ -210,9 +213,15 @@ class Supervisor:
 
     async def _restart_later(self, index: int, delay: float) -> None:
         await asyncio.sleep(delay)
-        if not self.stopping.is_set():
-            self.start(index)
+        while not self.stopping.is_set():
+            try:
+                self.start(index)
+            except OSError as exc:  # no process or pipe to be had now (EAGAIN, EMFILE)
+                log.error("cannot start worker %d: %s: trying again in 10 s", index, exc)
+                await asyncio.sleep(RESTART_DELAYS[-1])
+                continue
             self.changed.set()
+            return
 
     def _forget(self, worker: Worker) -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
 from streamer.broker.model import Position
 from streamer.broker.redis import RedisBroker
@@ -263,6 +264,51 @@ async def test_a_redis_outage_keeps_streams_open_answers_publishes_at_once_and_l
             text = await response.text()
         assert "\nstreamer_broker_breaker_open 0\n" in text
         assert "\nstreamer_broker_up 1\n" in text
+
+
+async def test_a_log_that_went_back_behind_what_was_delivered_is_a_new_epoch(
+    redis_server: RedisServer, redis_prefix: str, http: aiohttp.ClientSession
+) -> None:
+    """Redis restarted from an append-only file that missed its last second: offsets 4
+    and 5 would be handed out again for other events. The next publish notices."""
+    async with (
+        servers(redis_server.url, redis_prefix) as (server,),
+        subscribe(http, server, "t") as stream,
+    ):
+        old = [await publish(http, server, "t", f"o{n}") for n in range(5)]
+        await stream.wait_events(5)
+        with redis.Redis(port=redis_server.port) as direct:  # what that restart leaves
+            log = f"{redis_prefix}:log"
+            kept = direct.xrange(log, count=3)
+            direct.delete(log)
+            for entry_id, fields in kept:
+                direct.xadd(log, fields, id=entry_id)
+            direct.set(f"{redis_prefix}:seq", 3)
+        new = await publish(http, server, "t", "new")
+        events = await stream.wait_events(7)
+        assert [e.event for e in events[5:]] == ["reset", "message"]
+        assert json.loads(events[5].data) == {"reason": "epoch", "lastEventId": old[-1]}
+        assert events[6].id == new
+        reset_at = Position.parse(events[5].id or "")
+        assert reset_at is not None
+        assert Position.parse(new) == Position(reset_at.epoch, 4)
+        assert new not in old
+
+
+async def test_redis_refusing_writes_is_a_503_not_a_500(
+    own_redis: RedisServer, redis_prefix: str, http: aiohttp.ClientSession
+) -> None:
+    async with servers(own_redis.url, redis_prefix) as (server,):
+        await publish(http, server, "t", "before")
+        with redis.Redis(port=own_redis.port) as direct:
+            direct.config_set("maxmemory", 1)  # full: OOM for every write
+            try:
+                async with http.post(f"{server}/events/t", data="refused") as response:
+                    await assert_problem(response, 503, "broker-unavailable")
+                    assert "maxmemory" in (await response.json())["detail"]
+            finally:
+                direct.config_set("maxmemory", 0)
+        await published_once_up(http, server, "t", "after")
 
 
 # --- the canary -----------------------------------------------------------------------------

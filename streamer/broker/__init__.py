@@ -85,7 +85,8 @@ async def open_broker(
     """The broker named by ``settings.broker``, delivering through ``fanout``; closed on exit.
 
     ``lanes`` gives topics a history of their own (that many events at most), so a
-    busy topic cannot push the others' events out of resume history.
+    busy topic cannot push the others' events out of resume history: the memory
+    broker's; the Redis broker has one stream for every topic.
     """
     broker: Broker
     if settings.broker == "memory":
@@ -107,6 +108,9 @@ async def open_broker(
         except BrokerUnavailable as exc:
             await redis_broker.aclose()
             raise StartupError(cannot_reach(settings.broker, exc)) from None
+        except BaseException:  # a Redis too old, or the start was cancelled
+            await redis_broker.aclose()
+            raise
         broker = redis_broker
     try:
         yield broker

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -52,7 +53,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..errors import BrokerClosed, BrokerUnavailable
+from ..errors import BrokerClosed, BrokerUnavailable, StartupError
 from ..fanout import Fanout, Frame, Sink
 from ..sse import encode_event, encode_reset
 from .history import History
@@ -74,16 +75,22 @@ UNREACHABLE: Final = (
 CONNECT_TIMEOUT: Final = 2.0  # seconds to connect, and for a command to answer
 BLOCK_MS: Final = 5_000  # the reader's XREAD BLOCK; its socket waits this + CONNECT_TIMEOUT
 READ_COUNT: Final = 1_000  # entries per XREAD: a catch-up after an outage goes in batches
+RESUME_PAGE: Final = 256  # entries per XRANGE of a resume from Redis
 READER_CATCH_UP: Final = 5.0  # seconds a resume waits for the reader to reach its id
 CANARY_EVERY: Final = 2.0  # seconds between canaries
 CANARY_DEADLINE: Final = 4.0  # a canary not back through the reader by then: restart it
 LEASE_MS: Final = 5_000  # the leader's lease; renewed every third of it
 POOL_SIZE: Final = 32  # publish/resume connections per worker
+POOL_EXHAUSTED: Final = "No connection available."  # redis-py's BlockingConnectionPool
 
-# Publish: check the epoch, take the next offset, append; one atomic step.
-# KEYS: log, epoch, seq. ARGV: epoch, maxlen, topic, event, data.
+# Publish: check the epoch, and that the log did not go back behind what this worker has
+# seen (a Redis restarted from an AOF that lost its last second: the same ids would
+# name other events), take the next offset, append; one atomic step.
+# KEYS: log, epoch, seq. ARGV: epoch, maxlen, topic, event, data, the offset this
+# worker knows.
 PUBLISH: Final = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+if redis.call('GET', KEYS[2]) ~= ARGV[1]
+   or tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[6]) then
   return redis.error_reply('STREAMER-EPOCH the log has a new epoch')
 end
 local n = redis.call('INCR', KEYS[3])
@@ -105,10 +112,17 @@ end
 return {epoch, seq}
 """
 
-# Keep the lease if it is still ours. KEYS: leader. ARGV: worker, lease ms.
-RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Take the lease if no one holds it, or keep it if it is ours. KEYS: leader. ARGV:
+# worker, lease ms. 1 when this worker holds it now.
+ACQUIRE: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -182,7 +196,7 @@ class CircuitBreaker:
         self.opened = 0  # times it opened, for /metrics
         self.reason = ""
         self._until = 0.0
-        self._probing = False
+        self._probing_until = 0.0  # a probe is under way until then (or until it ends)
 
     @property
     def is_open(self) -> bool:
@@ -195,9 +209,12 @@ class CircuitBreaker:
         """Raise :class:`BrokerUnavailable` unless a call may go to Redis now."""
         if not self.failures:
             return
-        if self._probing or time.monotonic() < self._until:
+        now = time.monotonic()
+        if now < self._probing_until or now < self._until:
             raise BrokerUnavailable(self.reason, max(self.retry_after(), self.base_delay))
-        self._probing = True  # this caller is the probe: the others keep failing at once
+        # this caller is the probe: the others keep failing at once, until it ends, or
+        # for as long as a call can take (a probe that was cancelled never ends)
+        self._probing_until = now + 2 * CONNECT_TIMEOUT
 
     def failed(self, reason: str) -> None:
         if not self.failures:
@@ -205,7 +222,7 @@ class CircuitBreaker:
             log.warning("redis unreachable at %s: %s", self.name, reason)
         self.failures += 1
         self.reason = reason
-        self._probing = False
+        self._probing_until = 0.0
         delay = min(self.max_delay, self.base_delay * 2 ** min(self.failures - 1, 16))
         self._until = time.monotonic() + delay * random.uniform(0.5, 1.0)
 
@@ -214,14 +231,14 @@ class CircuitBreaker:
             log.info("redis reachable again at %s", self.name)
         self.failures = 0
         self.reason = ""
-        self._probing = False
+        self._probing_until = 0.0
 
 
 def backoff_delays(base: float = 0.05, cap: float = 1.0) -> Iterable[float]:
     """Reconnect delays: exponential, capped, with full jitter (no herd of workers
     reconnecting in step). Capped low: it is one connection per worker, and the
     delay is how long delivery waits after Redis is back."""
-    for attempt in range(1_000_000):
+    for attempt in itertools.count():
         yield random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
 
@@ -260,7 +277,7 @@ class RedisBroker:
         self._reader_redis: Redis | None = None
         self._publish = self.redis.register_script(PUBLISH)
         self._sync_epoch = self.redis.register_script(SYNC_EPOCH)
-        self._renew = self.redis.register_script(RENEW)
+        self._acquire = self.redis.register_script(ACQUIRE)
         self._release = self.redis.register_script(RELEASE)
         self.breaker = CircuitBreaker(shown_url(url))
         self.epoch = 0
@@ -270,8 +287,10 @@ class RedisBroker:
         self._recent = History(history, history_bytes)
         self._advanced = asyncio.Event()  # replaced each time the reader delivers
         self._epoch_lock = asyncio.Lock()
-        self._closed = False
+        self._closing = False  # aclose() began
+        self._closed = False  # ... and the tasks stop
         self._leader = False
+        self._lease_until = 0.0  # monotonic: past it, this worker does not count as leader
         self._canary_sent: tuple[int, float] | None = None  # (number, when) not seen yet
         self._canary_seen = 0
         self._canary_last_id = b"0-0"
@@ -285,19 +304,30 @@ class RedisBroker:
     async def start(self) -> None:
         """Learn the epoch and start the reader, the canary and the election. Raises
         :class:`BrokerUnavailable` when Redis cannot be reached."""
+        await _reaching(self._check_version())
         await _reaching(self._adopt_epoch())
-        self._start_reader()
+        self._start_reader(fresh=True)
         self._tasks.append(asyncio.create_task(self._canary_loop(), name="redis-canary"))
         self._tasks.append(asyncio.create_task(self._lead_loop(), name="redis-leader"))
 
+    async def _check_version(self) -> None:
+        """Redis 7 or later: trimmed events are found through ``max-deleted-entry-id``."""
+        info = await self.redis.info("server")
+        version = str(info.get("redis_version", "0"))
+        if int(version.partition(".")[0] or 0) < 7:
+            raise StartupError(
+                f"Redis at {shown_url(self.url)} is {version}: streamer needs Redis 7 or later"
+            )
+
     async def aclose(self) -> None:
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True  # no more publishes or subscribers; the reader goes on a bit
         # what this worker published is delivered here too, if the reader can get it
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await self._reader_delivered(self._published)
+        self._closed = True
         await self._stop_reader()
         for task in self._tasks:
             task.cancel()
@@ -316,16 +346,18 @@ class RedisBroker:
             "canary_failures": self.canary_failures,
             "breaker_opened": self.breaker.opened,
             "breaker_open": int(self.breaker.is_open),
-            "leader": int(self._leader),
+            "leader": int(self.leads()),
         }
-        if self._closed:
+        if self._closing:
             return Health(self.kind, "closed", counters=counters)
+        if self._reader is None or self._reader.done():
+            return Health(self.kind, "unavailable", "the reader stopped", counters)
         if self.breaker.is_open:
             return Health(self.kind, "unavailable", self.breaker.reason, counters)
         return Health(self.kind, "ok", counters=counters)
 
     def leads(self) -> bool:
-        return self._leader
+        return self._leader and time.monotonic() < self._lease_until
 
     @property
     def head(self) -> Position:
@@ -342,12 +374,19 @@ class RedisBroker:
                 offset = int(
                     await self._publish(
                         keys=[self.keys.log, self.keys.epoch, self.keys.seq],
-                        args=[self._epoch_value, self.history_limit, topic, event, data],
+                        args=[
+                            self._epoch_value,
+                            self.history_limit,
+                            topic,
+                            event,
+                            data,
+                            self._known,
+                        ],
                     )
                 )
             except redis_errors.ResponseError as exc:
-                if not str(exc).startswith("STREAMER-EPOCH"):
-                    raise
+                if not str(exc).startswith("STREAMER-EPOCH"):  # OOM, READONLY, MISCONF...
+                    raise await self._trip(exc) from None
                 await self._reaching_or_trip(self._adopt_epoch())
                 continue
             except UNREACHABLE as exc:
@@ -409,6 +448,7 @@ class RedisBroker:
         self.fanout.remove(sink)
 
     def _register(self, sink: Sink, replay: list[bytes], reset: str | None) -> Resume:
+        self._check_open()  # it may have closed while the resume was read
         self.fanout.settle()  # what is queued is in the replay, or the sink had it
         self.fanout.add(sink)
         return Resume(replay, reset, self.head)
@@ -433,20 +473,23 @@ class RedisBroker:
         seq = await self._reaching_or_trip(self.redis.get(self.keys.seq))
         if offset > int(seq or 0):
             return False
+        epoch = self.epoch
         try:
             async with asyncio.timeout(READER_CATCH_UP):
-                while self._delivered < offset:
+                while self._delivered < offset and self.epoch == epoch:
                     await self._advanced.wait()
         except TimeoutError:
             raise BrokerUnavailable("the reader is behind the log", 1) from None
         return True
 
     async def _read_missed(self, offset: int) -> list[Event] | None:
-        """The events after ``offset`` from Redis; None when some are gone (trimmed), or
-        there are more than history allows."""
+        """The events after ``offset`` from Redis, up to what the reader delivered (or a
+        little past it); None when some are gone (trimmed), or they are more than
+        history allows. Read :data:`RESUME_PAGE` at a time and counted as they come: an
+        old id costs at most the history's bounds, not the whole stream."""
         epoch = self.epoch
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(self.keys.log, min=f"(0-{offset}", count=self.history_limit + 1)
+            pipe.xrange(self.keys.log, min=f"(0-{offset}", count=RESUME_PAGE)
             pipe.xinfo_stream(self.keys.log)
             try:
                 entries, info = await self._reaching_or_trip(pipe.execute())
@@ -455,15 +498,33 @@ class RedisBroker:
         deleted = _max_deleted(info)
         if deleted is not None and deleted > offset:
             return None
-        if len(entries) > self.history_limit:
-            return None
-        events = [_event(epoch, entry) for entry in entries]
-        return [e for e in events if e is not None]
+        events: list[Event] = []
+        size = 0
+        after = offset
+        while entries:
+            if _offset(entries[0][0]) != after + 1:  # trimmed while we read
+                return None
+            for entry in entries:
+                event = _event(epoch, entry)
+                if event is not None:
+                    events.append(event)
+                    size += len(event.frame.data)
+                after = _offset(entry[0]) or after
+            if len(events) > self.history_limit or size > self.history_bytes:
+                return None
+            if len(entries) < RESUME_PAGE or after >= self._delivered:
+                break  # the end, or the reader has the rest (subscribe joins the two)
+            entries = await self._reaching_or_trip(
+                self.redis.xrange(self.keys.log, min=f"(0-{after}", count=RESUME_PAGE)
+            )
+        return events
 
     # -- the reader ------------------------------------------------------------------
 
-    def _start_reader(self) -> None:
-        self._reader = asyncio.create_task(self._read_forever(), name="redis-reader")
+    def _start_reader(self, fresh: bool = False) -> None:
+        """``fresh``: the epoch was just learnt (at start); a reader started again checks
+        it first, and whether events were trimmed before it could read them."""
+        self._reader = asyncio.create_task(self._read_forever(fresh), name="redis-reader")
 
     async def _stop_reader(self) -> None:
         """Stop the reader. A cancel alone may not do: redis-py can swallow the cancel of
@@ -477,11 +538,10 @@ class RedisBroker:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, fresh: bool) -> None:
         """Read the log from the last delivered offset, forever; reconnect when needed.
         Ends when the broker closes or another reader took its place."""
         delays = iter(backoff_delays())
-        fresh = True
         me = asyncio.current_task()
         while not self._closed and self._reader is me:
             client = self._reader_client()
@@ -551,6 +611,10 @@ class RedisBroker:
                 recent.append(event)
                 publish(event.frame)
                 self._delivered = event.position.offset
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake what waits for the reader: it advanced, the epoch changed, or Redis left."""
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
@@ -575,6 +639,11 @@ class RedisBroker:
     def _epoch_value(self) -> str:
         return f"{self.epoch}:{self._floor}"
 
+    @property
+    def _known(self) -> int:
+        """The newest offset this worker has seen: delivered, or answered to a publisher."""
+        return max(self._delivered, self._published)
+
     async def _adopt_epoch(self) -> None:
         """Learn the log's epoch (creating it, or a new one when the log went back); when
         it is not the one this worker delivered from, start over from its floor and send
@@ -583,7 +652,7 @@ class RedisBroker:
             known = self._epoch_value if self.epoch else ""
             candidate = str(max(time.time_ns() // 1_000_000, self.epoch + 1))
             value, seq = await self._sync_epoch(
-                keys=[self.keys.epoch, self.keys.seq], args=[candidate, known, self._delivered]
+                keys=[self.keys.epoch, self.keys.seq], args=[candidate, known, self._known]
             )
             text = value.decode() if isinstance(value, bytes) else str(value)
             epoch_text, _, floor_text = text.partition(":")
@@ -597,6 +666,7 @@ class RedisBroker:
             self._delivered = start
             self._published = min(self._published, start)
             self._recent = History(self.history_limit, self.history_bytes, start=start)
+            self._wake_waiters()
             if not first:
                 log.warning("the Redis log starts over (epoch %d): subscribers are reset", epoch)
                 self.fanout.broadcast(encode_reset(str(self.head), "epoch", str(old_head)))
@@ -609,6 +679,10 @@ class RedisBroker:
         number = 0
         while not self._closed:
             await asyncio.sleep(self.canary_every)
+            if self._reader is None or self._reader.done():  # it died of something else
+                log.error("the redis reader ended: starting it again")
+                self._start_reader()
+                continue
             sent = self._canary_sent
             if sent is not None and time.monotonic() - sent[1] > self.canary_deadline:
                 if not self.breaker.is_open:  # an outage is the reader's own business
@@ -623,9 +697,13 @@ class RedisBroker:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.xadd(self.keys.canary, {"n": number}, maxlen=1, approximate=False)
                     pipe.pexpire(self.keys.canary, int(max(60, self.canary_deadline * 4) * 1000))
-                    await pipe.execute()
+                    added, _ = await pipe.execute()
             except (*UNREACHABLE, redis_errors.RedisError):
                 continue  # the reader or the next publish notices
+            if _stream_id(added) <= _stream_id(self._canary_last_id):
+                # the key had expired and came back with older ids (Redis's clock): read
+                # it from the start, or the reader would never see a canary again
+                self._canary_last_id = b"0-0"
             if number > self._canary_seen:
                 self._canary_sent = (number, time.monotonic())
 
@@ -643,22 +721,28 @@ class RedisBroker:
         self._start_reader()
 
     async def _lead_loop(self) -> None:
-        """Hold (or try to take) the leader's lease, renewing it every third of it."""
+        """Hold (or try to take) the leader's lease, renewing it every third of it.
+
+        This worker counts itself leader only until 4/5 of a lease after the call that
+        got or renewed it was sent (:meth:`leads`): a slow answer, or a loop that
+        stalled, cannot make it go on past a lease another worker has taken by then.
+        """
+        key, me, lease = self.keys.leader, self.worker, self.lease_ms
         while not self._closed:
-            key, me, lease = self.keys.leader, self.worker, self.lease_ms
+            sent = time.monotonic()
             try:
-                if self._leader:
-                    self._leader = bool(await self._renew(keys=[key], args=[me, lease]))
-                else:
-                    self._leader = bool(await self.redis.set(key, me, nx=True, px=lease))
-            except (*UNREACHABLE, redis_errors.RedisError):
-                self._leader = False  # cannot be sure of it: better no one than two
-            await asyncio.sleep(self.lease_ms / 3000)
+                async with asyncio.timeout(lease / 3000):
+                    held = bool(await self._acquire(keys=[key], args=[me, lease]))
+            except (TimeoutError, *UNREACHABLE, redis_errors.RedisError):
+                held = False  # cannot be sure of it: better no one than two
+            self._leader = held
+            self._lease_until = sent + lease * 0.8 / 1000 if held else 0.0
+            await asyncio.sleep(lease / 3000)
 
     # -- helpers -----------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closing:
             raise BrokerClosed("the broker is closed")
 
     async def _reaching_or_trip(self, call: Awaitable[T]) -> T:
@@ -672,7 +756,10 @@ class RedisBroker:
         Redis each of them is as dead as the one that failed, and would fail one
         publish each (one probe after another, seconds after Redis was back)."""
         reason = _reason(exc)
+        if reason == POOL_EXHAUSTED:  # Redis is there, this worker is busy: no outage
+            return BrokerUnavailable("too many Redis calls at once", 1)
         self.breaker.failed(reason)
+        self._wake_waiters()
         with contextlib.suppress(Exception):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
         return BrokerUnavailable(reason, self.breaker.retry_after())
@@ -699,6 +786,13 @@ def _offset(entry_id: bytes | str | None) -> int | None:
     if ms != "0" or not seq.isdigit():
         return None
     return int(seq)
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream id ``<ms>-<seq>`` as a pair that sorts like the ids."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 def _max_deleted(info: Mapping[Any, Any]) -> int | None:

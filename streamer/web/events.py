@@ -90,7 +90,7 @@ def broker_unavailable(cause: BrokerUnavailable | None = None) -> Problem:
     if cause is None:
         detail, retry_after = "The event broker is not accepting requests.", 1.0
     else:
-        detail, retry_after = f"The event broker cannot reach Redis: {cause}", cause.retry_after
+        detail, retry_after = f"The event broker cannot use Redis now: {cause}", cause.retry_after
     seconds = str(max(1, math.ceil(retry_after)))
     return Problem(503, "broker-unavailable", detail, headers={"Retry-After": seconds})
 
