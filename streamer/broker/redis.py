@@ -314,7 +314,8 @@ class RedisBroker:
         """Redis 7 or later: trimmed events are found through ``max-deleted-entry-id``."""
         info = await self.redis.info("server")
         version = str(info.get("redis_version", "0"))
-        if int(version.partition(".")[0] or 0) < 7:
+        major = version.partition(".")[0]
+        if not major.isdigit() or int(major) < 7:
             raise StartupError(
                 f"Redis at {shown_url(self.url)} is {version}: streamer needs Redis 7 or later"
             )
