@@ -24,7 +24,7 @@ from streamer.broker.model import Position
 from streamer.broker.redis import RedisBroker
 from streamer.fanout import Fanout
 from streamer.server import running
-from streamer.sse import ParsedEvent, encode_reset
+from streamer.sse import ParsedEvent, encode_reset, parse_stream
 
 from .helpers import (
     RecordingSink,
@@ -340,6 +340,37 @@ async def test_a_reader_that_silently_stops_receiving_is_noticed_and_restarted(
         finally:
             await watched.aclose()
             await other.aclose()
+
+
+async def test_an_idle_worker_notices_a_new_epoch_made_while_its_reader_stayed_connected(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """The keys flushed under a running worker: its reader's connection never broke, and
+    it publishes nothing, yet its subscribers are reset and get the new log's events."""
+    idle = RedisBroker(redis_server.url, Fanout(), prefix=redis_prefix, canary_every=0.1)
+    busy = RedisBroker(redis_server.url, Fanout(), prefix=redis_prefix)
+    await idle.start()
+    await busy.start()
+    try:
+        sink = RecordingSink(None)
+        await idle.subscribe(sink, None)
+        for n in range(5):
+            await busy.publish("t", f"old{n}")
+        await wait_for(lambda: idle.head.offset == 5)
+        old_head = str(idle.head)
+        with redis.Redis(port=redis_server.port) as direct:
+            direct.delete(*direct.keys(f"{redis_prefix}:*"))
+        new = await busy.publish("t", "new")  # busy makes the new epoch
+        assert new.position.epoch != idle.epoch
+        await wait_for(lambda: sink.writes and sink.writes[-1].endswith(new.frame.data), 5)
+        events = list(parse_stream(b"".join(sink.writes).decode()))
+        assert [e.event for e in events[5:]] == ["reset", "message"]
+        assert json.loads(events[5].data) == {"reason": "epoch", "lastEventId": old_head}
+        assert events[6].id == new.id
+        assert idle.epoch == new.position.epoch
+    finally:
+        await idle.aclose()
+        await busy.aclose()
 
 
 # --- startup ----------------------------------------------------------------------------------

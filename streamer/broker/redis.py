@@ -676,7 +676,8 @@ class RedisBroker:
 
     async def _canary_loop(self) -> None:
         """Every :attr:`canary_every` s, append to this worker's canary stream and check
-        that the last one came back through the reader in time."""
+        that the last one came back through the reader in time, and that the log's
+        epoch is still the one this worker reads."""
         number = 0
         while not self._closed:
             await asyncio.sleep(self.canary_every)
@@ -691,7 +692,11 @@ class RedisBroker:
                     log.warning("the redis reader stopped receiving: restarting it")
                     await self._restart_reader()
                 self._canary_sent = None
-            if self.breaker.is_open or self._canary_sent is not None:
+            if self.breaker.is_open:
+                continue
+            with contextlib.suppress(*UNREACHABLE, redis_errors.RedisError):
+                await self._check_epoch()
+            if self._canary_sent is not None:
                 continue
             number += 1
             try:
@@ -707,6 +712,15 @@ class RedisBroker:
                 self._canary_last_id = b"0-0"
             if number > self._canary_seen:
                 self._canary_sent = (number, time.monotonic())
+
+    async def _check_epoch(self) -> None:
+        """Adopt a new epoch made while this worker's reader kept its connection (the
+        keys were flushed, or another worker found the log had gone back): an idle
+        worker would otherwise never notice, its reader reading past the new events."""
+        value = await self.redis.get(self.keys.epoch)
+        text = value.decode() if isinstance(value, bytes) else value
+        if text != self._epoch_value:
+            await self._adopt_epoch()
 
     def _canary_arrived(self, entries: list[Any]) -> None:
         for entry_id, fields in entries:
