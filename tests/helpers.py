@@ -234,7 +234,7 @@ def cli_server(
     try:
         assert process.stdout is not None
         url = None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20  # --workers: each worker is a fresh interpreter
         line = ""
         while url is None and time.monotonic() < deadline:
             line = process.stdout.readline()
