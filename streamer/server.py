@@ -136,8 +136,7 @@ async def running(
         try:
             await site.start()
         except OSError as exc:
-            where = f"{url_host(settings.host)}:{settings.port}"
-            raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            raise cannot_listen(settings.host, settings.port, exc) from None
         host, port = runner.addresses[0][:2]
         yield f"http://{url_host(host)}:{port}"
     finally:
@@ -197,6 +196,11 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("open-file limit stays %d: cannot raise it to %d (%s)", soft, hard, exc)
     return soft
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> StartupError:
+    """The one line for a port that cannot be had (taken, not allowed)."""
+    return StartupError(f"cannot listen on {url_host(host)}:{port}: {exc.strerror or exc}")
 
 
 def url_host(host: str) -> str:

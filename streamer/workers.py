@@ -38,7 +38,7 @@ from typing import Final
 
 from .broker import check_broker
 from .errors import StartupError
-from .server import url_host
+from .server import cannot_listen, url_host
 from .settings import Settings
 
 log = logging.getLogger("streamer")
@@ -77,8 +77,7 @@ def hold_port(host: str, port: int) -> socket.socket:
         holder.bind((host, port))
     except OSError as exc:
         holder.close()
-        where = f"{url_host(host)}:{port}"
-        raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise cannot_listen(host, port, exc) from None
     return holder
 
 

@@ -13,11 +13,9 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis
 
 from streamer.broker.model import Position
@@ -47,6 +45,18 @@ async def servers(
     async with contextlib.AsyncExitStack() as stack:
         settings = make_settings(broker=url, redis_prefix=prefix, **options)
         yield [await stack.enter_async_context(running(settings)) for _ in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def started(*brokers: RedisBroker) -> AsyncIterator[None]:
+    """Start ``brokers``; close them all on the way out, whatever happened."""
+    try:
+        for broker in brokers:
+            await broker.start()
+        yield
+    finally:
+        for broker in brokers:
+            await broker.aclose()
 
 
 def ids_of(events: list[ParsedEvent], event: str = "message") -> list[str | None]:
@@ -319,14 +329,11 @@ async def test_a_reader_that_silently_stops_receiving_is_noticed_and_restarted(
 ) -> None:
     async with CuttingProxy(f"http://127.0.0.1:{redis_server.port}") as proxy:
         through_proxy = proxy.url.replace("http://", "redis://") + "/0"
-        fanout = Fanout()
         watched = RedisBroker(
-            through_proxy, fanout, prefix=redis_prefix, canary_every=0.1, canary_deadline=0.5
+            through_proxy, Fanout(), prefix=redis_prefix, canary_every=0.1, canary_deadline=0.5
         )
         other = RedisBroker(redis_server.url, Fanout(), prefix=redis_prefix)
-        await watched.start()
-        await other.start()
-        try:
+        async with started(watched, other):
             sink = RecordingSink(None)
             await watched.subscribe(sink, None)
             first = await other.publish("t", "before")
@@ -337,9 +344,6 @@ async def test_a_reader_that_silently_stops_receiving_is_noticed_and_restarted(
             await wait_for(lambda: b"".join(sink.writes) == everything, timeout=8)
             assert watched.canary_failures == 1
             assert watched.health().state == "ok"
-        finally:
-            await watched.aclose()
-            await other.aclose()
 
 
 async def test_an_idle_worker_notices_a_new_epoch_made_while_its_reader_stayed_connected(
@@ -349,9 +353,7 @@ async def test_an_idle_worker_notices_a_new_epoch_made_while_its_reader_stayed_c
     it publishes nothing, yet its subscribers are reset and get the new log's events."""
     idle = RedisBroker(redis_server.url, Fanout(), prefix=redis_prefix, canary_every=0.1)
     busy = RedisBroker(redis_server.url, Fanout(), prefix=redis_prefix)
-    await idle.start()
-    await busy.start()
-    try:
+    async with started(idle, busy):
         sink = RecordingSink(None)
         await idle.subscribe(sink, None)
         for n in range(5):
@@ -368,37 +370,33 @@ async def test_an_idle_worker_notices_a_new_epoch_made_while_its_reader_stayed_c
         assert json.loads(events[5].data) == {"reason": "epoch", "lastEventId": old_head}
         assert events[6].id == new.id
         assert idle.epoch == new.position.epoch
-    finally:
-        await idle.aclose()
-        await busy.aclose()
 
 
 # --- startup ----------------------------------------------------------------------------------
 
 
-async def test_starting_with_an_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
+async def serve_fails(broker: str) -> tuple[int | None, str]:
+    """``streamer serve --broker broker``, which is expected to give up: exit code, stderr."""
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "streamer", "serve", "--port", "0", "--broker", url),
+        *(sys.executable, "-m", "streamer", "serve", "--port", "0", "--broker", broker),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
-    lines = err.decode().strip().splitlines()
-    assert len(lines) == 1, err.decode()
+    return process.returncode, err.decode()
+
+
+async def test_starting_with_an_unreachable_redis_is_one_clear_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    code, err = await serve_fails(url)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith(f"streamer: error: cannot reach Redis at {url}: "), lines
 
 
-@pytest.mark.parametrize("url", ["redis://user:secret@127.0.0.1:{port}/0"])
-async def test_the_error_line_never_shows_the_redis_password(url: str) -> None:
-    url = url.format(port=free_port())
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "streamer", "serve", "--port", "0", "--broker", url),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
-    assert b"secret" not in err
-    assert b"cannot reach Redis" in err
+async def test_the_error_line_never_shows_the_redis_password() -> None:
+    code, err = await serve_fails(f"redis://user:secret@127.0.0.1:{free_port()}/0")
+    assert code == 2
+    assert "secret" not in err
+    assert "cannot reach Redis" in err
